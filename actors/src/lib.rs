@@ -1,0 +1,2 @@
+//! roost-actors: the broker's supervised actors.
+pub mod supervisor;

@@ -1,0 +1,1 @@
+//! roost: the broker node (CLI, config, node assembly).

@@ -1,0 +1,1 @@
+//! roost-storage: durable state (issue #3). Not yet built.
