@@ -1,1 +1,97 @@
-fn main() {}
+//! The `roost` binary: `start`, `print-default-config`, `check-config`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use roost::cli::{self, Cli, Command, StartArgs};
+use roost::node::Node;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::PrintDefaultConfig => print(cli::print_default_config_command()),
+        Command::CheckConfig(args) => print(cli::check_config_command(&args.file)),
+        Command::Start(args) => start(args, cli.verbose),
+    }
+}
+
+fn print((code, text): (u8, String)) -> ExitCode {
+    if code == 0 {
+        print!("{text}");
+    } else {
+        eprint!("{text}");
+    }
+    ExitCode::from(code)
+}
+
+fn start(args: StartArgs, verbose: u8) -> ExitCode {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let config = match args.load_config(&env) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("roost: invalid configuration:\n{errors}");
+            return ExitCode::from(1);
+        }
+    };
+    let filter = cli::log_filter(
+        &config.log.level,
+        verbose,
+        std::env::var("RUST_LOG").ok().as_deref(),
+    );
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new(filter))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("roost: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async move {
+        let mut node = match Node::start(config).await {
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("roost: {e:#}");
+                return ExitCode::from(1);
+            }
+        };
+        tokio::select! {
+            _ = shutdown_signal() => {
+                tracing::info!("shutdown_requested");
+                node.shutdown().await;
+                ExitCode::SUCCESS
+            }
+            _ = node.wait() => {
+                tracing::error!("root_supervisor_stopped");
+                ExitCode::from(1)
+            }
+        }
+    })
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,2 +1,47 @@
 //! roost-actors: the broker's supervised actors.
+//!
+//! Purpose: everything that runs: the OTP-style [`supervisor`], the TCP
+//! [`listener`] and its [`connection`] actors, the [`registry`] of client
+//! sessions and the [`session`] actors it supervises, the [`router`] (route
+//! table writer) and the [`retainer`].
+//!
+//! Must not depend on: RocksDB (only `roost-storage` names it), global
+//! configuration (every actor takes its config by value at spawn, through
+//! [`broker::BrokerCtx`]).
+//!
+//! Supervision subtree built from these actors (see `roost::node`):
+//! ```text
+//! broker (rest_for_one)
+//! ├── router       route table writer; readers share the table
+//! ├── retainer     retained-message upkeep
+//! └── sessions     client registry + session supervisor (temporary children)
+//! listeners (one_for_one)
+//! └── tcp:default  listener; connection actors are its temporary children
+//! ```
+//!
+//! Invariants: connection and session message types are local-only (never
+//! serialized); every queue on the publish path is bounded (reader batches,
+//! session inbox, session queue, outbound buffer) and what it drops is counted.
+
+pub mod broker;
+pub mod connection;
+pub mod inbox;
+pub mod listener;
+pub mod outbound;
+pub mod registry;
+pub mod retainer;
+pub mod router;
+pub mod session;
 pub mod supervisor;
+#[cfg(feature = "test-hooks")]
+pub mod test_hooks;
+
+/// Aborts a spawned task when dropped: a task owned by an actor's state
+/// ends with the actor, also when the actor panicked.
+pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -21,3 +21,8 @@ pub mod topic;
 pub mod trie;
 
 pub use packet::*;
+pub mod channel;
+pub mod message;
+pub mod session;
+
+pub use message::{ClientId, Delivery, DeliveryOpts, Message};

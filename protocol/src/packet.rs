@@ -215,11 +215,18 @@ pub struct Ack {
 
 impl Ack {
     pub fn new(packet_id: u16) -> Ack {
-        Ack { packet_id, ..Ack::default() }
+        Ack {
+            packet_id,
+            ..Ack::default()
+        }
     }
 
     pub fn with_reason(packet_id: u16, reason: u8) -> Ack {
-        Ack { packet_id, reason, ..Ack::default() }
+        Ack {
+            packet_id,
+            reason,
+            ..Ack::default()
+        }
     }
 }
 
@@ -307,7 +314,10 @@ pub struct Disconnect {
 
 impl Disconnect {
     pub fn with_reason(reason: u8) -> Disconnect {
-        Disconnect { reason, ..Disconnect::default() }
+        Disconnect {
+            reason,
+            ..Disconnect::default()
+        }
     }
 }
 

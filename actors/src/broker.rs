@@ -1,0 +1,149 @@
+//! What every connection and session actor shares: the broker's handles and
+//! configuration, passed by value (an `Arc`) at spawn. No globals.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use ractor::ActorRef;
+use roost_protocol::channel::ChannelConfig;
+use roost_protocol::session::SessionConfig;
+
+use crate::listener::ListenerMsg;
+use crate::registry::RegistryMsg;
+use crate::retainer::RetainedStore;
+use crate::router::{RouteOutcome, RouteTable, RouterMsg};
+use roost_protocol::Message;
+
+/// Broker settings the actors need, derived from the node config.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub node_name: String,
+    pub channel: ChannelConfig,
+    pub session: SessionConfig,
+    /// 0 = unlimited.
+    pub max_subscriptions: usize,
+    pub max_awaiting_rel: usize,
+    pub handshake_timeout: Duration,
+    /// Bytes waiting to be written to one client before it is disconnected.
+    pub outbound_buffer: usize,
+    /// Deliveries waiting for a session actor before new ones are dropped.
+    pub inbox_capacity: usize,
+    pub shutdown_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            node_name: "roost@localhost".into(),
+            channel: ChannelConfig::default(),
+            session: SessionConfig::default(),
+            max_subscriptions: 0,
+            max_awaiting_rel: 100,
+            handshake_timeout: Duration::from_secs(10),
+            outbound_buffer: 8 << 20,
+            inbox_capacity: 10_000,
+            shutdown_timeout: Duration::from_secs(5),
+            max_connections: 1_000_000,
+        }
+    }
+}
+
+/// Broker-wide counters. Monotonic counters only: gauges are derived from
+/// live state when read (see issue #7), never kept as +/- pairs that drift.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub messages_received: AtomicU64,
+    pub messages_delivered: AtomicU64,
+    pub messages_dropped_no_subscribers: AtomicU64,
+    pub messages_dropped_inbox_full: AtomicU64,
+    pub connections_accepted: AtomicU64,
+    pub connections_refused: AtomicU64,
+    pub connections_force_closed: AtomicU64,
+    pub connection_actor_failures: AtomicU64,
+    pub session_actor_failures: AtomicU64,
+    pub malformed_packets: AtomicU64,
+}
+
+impl Counters {
+    pub fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+}
+
+/// Publish one message: update the retained store when RETAIN is set, then
+/// route it to every matching session. Runs inline on the publisher's actor.
+pub fn publish(ctx: &BrokerCtx, msg: Arc<Message>) -> RouteOutcome {
+    Counters::inc(&ctx.counters.messages_received);
+    if msg.retain {
+        ctx.retained.apply(&msg);
+    }
+    let outcome = ctx.routes.route(&msg);
+    if outcome.delivered == 0 && outcome.dropped == 0 {
+        Counters::inc(&ctx.counters.messages_dropped_no_subscribers);
+    }
+    Counters::add(
+        &ctx.counters.messages_dropped_inbox_full,
+        outcome.dropped as u64,
+    );
+    outcome
+}
+
+/// Shared handles. Actor refs sit in slots because a restarted actor gets a
+/// new ref: readers always take the current one.
+pub struct BrokerCtx {
+    pub config: BrokerConfig,
+    pub routes: Arc<RouteTable>,
+    pub retained: Arc<RetainedStore>,
+    pub router: Arc<RwLock<Option<ActorRef<RouterMsg>>>>,
+    pub registry: Arc<RwLock<Option<ActorRef<RegistryMsg>>>>,
+    /// Running listeners by name, each registered by its own `pre_start`.
+    pub listeners: RwLock<std::collections::HashMap<String, ActorRef<ListenerMsg>>>,
+    pub counters: Counters,
+    /// Random per node start, so assigned client ids do not repeat across
+    /// restarts.
+    pub id_seed: u64,
+    next_conn_id: AtomicU64,
+}
+
+impl BrokerCtx {
+    pub fn new(config: BrokerConfig, id_seed: u64) -> Arc<BrokerCtx> {
+        Arc::new(BrokerCtx {
+            config,
+            routes: RouteTable::new(),
+            retained: RetainedStore::new(),
+            router: Arc::new(RwLock::new(None)),
+            registry: Arc::new(RwLock::new(None)),
+            listeners: RwLock::new(std::collections::HashMap::new()),
+            counters: Counters::default(),
+            id_seed,
+            next_conn_id: AtomicU64::new(1),
+        })
+    }
+
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn router(&self) -> Option<ActorRef<RouterMsg>> {
+        self.router.read().clone()
+    }
+
+    pub fn listener(&self, name: &str) -> Option<ActorRef<ListenerMsg>> {
+        self.listeners.read().get(name).cloned()
+    }
+
+    pub fn registry(&self) -> Option<ActorRef<RegistryMsg>> {
+        self.registry.read().clone()
+    }
+}

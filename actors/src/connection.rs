@@ -1,0 +1,422 @@
+//! The connection actor: one per socket, child of its listener (temporary).
+//!
+//! Owns the socket (through a reader task and the writer task of its
+//! [`Outbound`]) and the [`Channel`]. The reader decodes frames and hands them
+//! over in batches; the actor runs `Channel::handle_in` and carries out the
+//! effects: PUBLISH is routed inline (no actor hop), session work goes to the
+//! session actor, replies are encoded into the outbound buffer.
+//!
+//! Bounded: the reader may have at most `READ_BATCHES_IN_FLIGHT` batches
+//! waiting in the actor's mailbox (a semaphore), so a fast publisher cannot
+//! grow the mailbox; it is slowed down by TCP instead.
+//!
+//! Local-only message type: never serialized, never mirrored to peers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use roost_protocol::channel::{Channel, ChannelState, ConnectInfo, Effect};
+use roost_protocol::codec::{self, DecodeError};
+use roost_protocol::packet::{reason, ConnAck, Disconnect, Packet, ProtocolVersion};
+use roost_protocol::ClientId;
+use tokio::io::AsyncReadExt;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::{debug, info, warn, Instrument, Span};
+
+use crate::broker::{publish, BrokerCtx, Counters};
+use crate::outbound::Outbound;
+use crate::registry::{OpenRequest, RegistryMsg};
+use crate::session::{Closed, SessionMsg};
+use crate::AbortOnDrop;
+
+const READ_BATCHES_IN_FLIGHT: usize = 4;
+const MAX_BATCH: usize = 256;
+
+pub enum ConnectionMsg {
+    /// Decoded packets from the reader task.
+    Packets(Vec<Packet>, OwnedSemaphorePermit),
+    /// The reader stopped: end of stream (None) or a decode error.
+    ReadClosed(Option<DecodeError>),
+    /// The writer flushed and shut the socket down, or failed.
+    WriterDone,
+    KeepAliveTick,
+    HandshakeTimeout,
+    /// Close with a reason (takeover, shutdown, overflow, admin kick).
+    Kick(u8),
+    /// The session actor died: close.
+    SessionLost,
+    /// Closing took too long (the client does not read): stop now.
+    CloseTimeout,
+}
+
+pub struct Connection;
+
+pub struct ConnectionArgs {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    pub ctx: Arc<BrokerCtx>,
+}
+
+pub struct ConnectionState {
+    ctx: Arc<BrokerCtx>,
+    conn_id: u64,
+    channel: Channel,
+    outbound: Arc<Outbound>,
+    session: Option<ActorRef<crate::session::SessionMsg>>,
+    info: Option<ConnectInfo>,
+    /// The client sent DISCONNECT: no will (unless reason 0x04).
+    will_on_close: bool,
+    session_expiry_update: Option<u32>,
+    closing: bool,
+    span: Span,
+    _reader: AbortOnDrop,
+    _writer: AbortOnDrop,
+    effects: Vec<Effect>,
+}
+
+impl Actor for Connection {
+    type Msg = ConnectionMsg;
+    type State = ConnectionState;
+    type Arguments = ConnectionArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<ConnectionMsg>,
+        args: ConnectionArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let ctx = args.ctx;
+        let conn_id = ctx.next_conn_id();
+        let span = tracing::info_span!("conn", conn_id, peer = %args.peer, client_id = tracing::field::Empty, node = %ctx.config.node_name);
+        let _ = args.stream.set_nodelay(true);
+        let (rd, wr) = args.stream.into_split();
+        let outbound = Outbound::new(ctx.config.outbound_buffer);
+        let writer = {
+            let (outbound, me) = (outbound.clone(), myself.clone());
+            tokio::spawn(
+                async move {
+                    if let Err(e) = outbound.run_writer(wr).await {
+                        debug!(error = %e, "write_failed");
+                    }
+                    let _ = me.cast(ConnectionMsg::WriterDone);
+                }
+                .instrument(span.clone()),
+            )
+        };
+        let reader = tokio::spawn(
+            read_loop(rd, myself.clone(), ctx.config.channel.max_packet_size)
+                .instrument(span.clone()),
+        );
+        myself.send_after(ctx.config.handshake_timeout, || {
+            ConnectionMsg::HandshakeTimeout
+        });
+        let assign_id = ClientId::new(format!("roost-{:x}-{:x}", ctx.id_seed, conn_id));
+        Ok(ConnectionState {
+            channel: Channel::new(ctx.config.channel.clone(), assign_id, Instant::now()),
+            ctx,
+            conn_id,
+            outbound,
+            session: None,
+            info: None,
+            will_on_close: true,
+            session_expiry_update: None,
+            closing: false,
+            span,
+            _reader: AbortOnDrop(reader),
+            _writer: AbortOnDrop(writer),
+            effects: Vec::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<ConnectionMsg>,
+        msg: ConnectionMsg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let span = st.span.clone();
+        async {
+            match msg {
+                ConnectionMsg::Packets(packets, _permit) => {
+                    let now = Instant::now();
+                    for p in packets {
+                        st.channel.handle_in(p, now, &mut st.effects);
+                        st.run_effects(&myself).await;
+                    }
+                }
+                ConnectionMsg::ReadClosed(err) => st.read_closed(&myself, err).await,
+                ConnectionMsg::WriterDone => myself.stop(None),
+                ConnectionMsg::KeepAliveTick => {
+                    st.channel.check_keep_alive(Instant::now(), &mut st.effects);
+                    st.run_effects(&myself).await;
+                }
+                ConnectionMsg::HandshakeTimeout => {
+                    if st.channel.state() != ChannelState::Connected && !st.closing {
+                        debug!("handshake_timeout");
+                        st.channel.close(None, &mut st.effects);
+                        st.run_effects(&myself).await;
+                    }
+                }
+                ConnectionMsg::Kick(code) => {
+                    st.channel.close(Some(code), &mut st.effects);
+                    st.run_effects(&myself).await;
+                }
+                ConnectionMsg::SessionLost => {
+                    warn!("session_lost");
+                    st.session = None;
+                    st.channel
+                        .close(Some(reason::UNSPECIFIED_ERROR), &mut st.effects);
+                    st.run_effects(&myself).await;
+                }
+                ConnectionMsg::CloseTimeout => myself.stop(Some("close_timeout".into())),
+            }
+        }
+        .instrument(span)
+        .await;
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _: ActorRef<ConnectionMsg>,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // Normal stop path; a panic skips this, and then the session learns
+        // of the loss from `Drop for ConnectionState` instead.
+        st.notify_session_closed();
+        Ok(())
+    }
+}
+
+impl ConnectionState {
+    fn version(&self) -> ProtocolVersion {
+        self.channel.version().unwrap_or(ProtocolVersion::V311)
+    }
+
+    async fn run_effects(&mut self, myself: &ActorRef<ConnectionMsg>) {
+        while !self.effects.is_empty() {
+            let batch: Vec<Effect> = std::mem::take(&mut self.effects);
+            for e in batch {
+                self.run_effect(myself, e).await;
+            }
+        }
+    }
+
+    async fn run_effect(&mut self, myself: &ActorRef<ConnectionMsg>, e: Effect) {
+        match e {
+            Effect::Send(p) => {
+                let _ = self.outbound.send(&p, self.version());
+            }
+            Effect::Publish(m) => {
+                #[cfg(feature = "test-hooks")]
+                crate::test_hooks::maybe_panic_connection(&m.topic);
+                publish(&self.ctx, Arc::new(m));
+            }
+            Effect::Connect(info) => self.open_session(myself, *info).await,
+            Effect::Subscribe {
+                packet_id,
+                requests,
+            } => self.to_session(SessionMsg::Subscribe {
+                packet_id,
+                requests,
+            }),
+            Effect::Unsubscribe { packet_id, filters } => {
+                self.to_session(SessionMsg::Unsubscribe { packet_id, filters })
+            }
+            Effect::PubAck(id) => self.to_session(SessionMsg::PubAck(id)),
+            Effect::PubRec { packet_id, reason } => {
+                self.to_session(SessionMsg::PubRec(packet_id, reason))
+            }
+            Effect::PubComp(id) => self.to_session(SessionMsg::PubComp(id)),
+            Effect::Disconnected {
+                publish_will,
+                session_expiry,
+            } => {
+                self.will_on_close = publish_will;
+                self.session_expiry_update = session_expiry;
+            }
+            Effect::Close { reason } => self.begin_close(myself, reason),
+        }
+    }
+
+    fn to_session(&self, msg: SessionMsg) {
+        if let Some(s) = &self.session {
+            let _ = s.cast(msg);
+        }
+    }
+
+    async fn open_session(&mut self, myself: &ActorRef<ConnectionMsg>, info: ConnectInfo) {
+        self.span.record("client_id", info.client_id.as_str());
+        let Some(registry) = self.ctx.registry() else {
+            self.channel
+                .reject(reason::SERVER_UNAVAILABLE, &mut self.effects);
+            return;
+        };
+        let req = OpenRequest {
+            info: info.clone(),
+            conn: myself.clone(),
+            conn_id: self.conn_id,
+            outbound: self.outbound.clone(),
+        };
+        let result = match ractor::call!(registry, |reply| RegistryMsg::Open(Box::new(req), reply))
+        {
+            Ok(r) => r,
+            Err(e) => Err(e.to_string()),
+        };
+        let opened = match result {
+            Ok(o) => o,
+            Err(e) => {
+                warn!(error = %e, "session_open_failed");
+                self.channel
+                    .reject(reason::SERVER_UNAVAILABLE, &mut self.effects);
+                return;
+            }
+        };
+        self.outbound.set_max_packet_size(info.maximum_packet_size);
+        self.channel.restore_awaiting_rel(opened.awaiting_rel);
+        self.channel
+            .connack(opened.session_present, &info, &mut self.effects);
+        // The CONNACK must be queued before the session resends anything.
+        for e in std::mem::take(&mut self.effects) {
+            if let Effect::Send(p) = e {
+                let _ = self.outbound.send(&p, info.version);
+            }
+        }
+        let _ = opened.session.cast(SessionMsg::Resume);
+        self.session = Some(opened.session);
+        if info.keep_alive > 0 {
+            let period = Duration::from_millis(u64::from(info.keep_alive) * 500)
+                .max(Duration::from_millis(500));
+            myself.send_interval(period, || ConnectionMsg::KeepAliveTick);
+        }
+        info!(client_id = %info.client_id, version = ?info.version, clean_start = info.clean_start, "connected");
+        self.info = Some(info);
+    }
+
+    async fn read_closed(&mut self, myself: &ActorRef<ConnectionMsg>, err: Option<DecodeError>) {
+        match err {
+            None => {
+                debug!("peer_closed");
+                self.channel.close(None, &mut self.effects);
+            }
+            Some(e) => {
+                Counters::inc(&self.ctx.counters.malformed_packets);
+                warn!(error = %e, "malformed_packet");
+                if self.channel.state() == ChannelState::Idle {
+                    // Refused before CONNECT was understood: CONNACK in the
+                    // only format every client reads. [MQTT-3.1.2-2]
+                    let code = e.reason_code();
+                    let ack = Packet::ConnAck(ConnAck {
+                        code,
+                        ..ConnAck::default()
+                    });
+                    let _ = self.outbound.send(&ack, ProtocolVersion::V311);
+                    self.channel.close(None, &mut self.effects);
+                } else {
+                    self.channel.close(Some(e.reason_code()), &mut self.effects);
+                }
+            }
+        }
+        self.run_effects(myself).await;
+    }
+
+    fn begin_close(&mut self, myself: &ActorRef<ConnectionMsg>, code: Option<u8>) {
+        if self.closing {
+            return;
+        }
+        self.closing = true;
+        if let (Some(code), ProtocolVersion::V5) = (code, self.version()) {
+            if self.channel_was_connected() {
+                let _ = self.outbound.send(
+                    &Packet::Disconnect(Disconnect::with_reason(code)),
+                    ProtocolVersion::V5,
+                );
+            }
+        }
+        debug!(reason = ?code, "closing");
+        self.outbound.close();
+        self.notify_session_closed();
+        myself.send_after(self.ctx.config.shutdown_timeout, || {
+            ConnectionMsg::CloseTimeout
+        });
+    }
+
+    fn channel_was_connected(&self) -> bool {
+        self.info.is_some()
+    }
+
+    fn notify_session_closed(&mut self) {
+        if let Some(s) = self.session.take() {
+            let closed = Closed {
+                conn_id: self.conn_id,
+                publish_will: self.will_on_close,
+                session_expiry: self.session_expiry_update,
+                awaiting_rel: self.channel.awaiting_rel().clone(),
+            };
+            let _ = s.cast(SessionMsg::Closed(Box::new(closed)));
+        }
+    }
+}
+
+impl Drop for ConnectionState {
+    fn drop(&mut self) {
+        // Reached after a panic too (post_stop is not): the session must
+        // learn that its connection is gone.
+        self.notify_session_closed();
+    }
+}
+
+async fn read_loop(mut rd: OwnedReadHalf, actor: ActorRef<ConnectionMsg>, max_packet_size: u32) {
+    let permits = Arc::new(Semaphore::new(READ_BATCHES_IN_FLIGHT));
+    let mut buf = BytesMut::with_capacity(8 * 1024);
+    let mut version: Option<ProtocolVersion> = None;
+    loop {
+        let mut batch = Vec::new();
+        let mut failed = None;
+        while batch.len() < MAX_BATCH {
+            match codec::decode(&mut buf, version, max_packet_size) {
+                Ok(Some(p)) => {
+                    if let Packet::Connect(c) = &p {
+                        version = Some(c.protocol);
+                    }
+                    batch.push(p);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        let full = batch.len() >= MAX_BATCH;
+        if !batch.is_empty() {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            if actor.cast(ConnectionMsg::Packets(batch, permit)).is_err() {
+                return;
+            }
+        }
+        if let Some(e) = failed {
+            let _ = actor.cast(ConnectionMsg::ReadClosed(Some(e)));
+            return;
+        }
+        if full {
+            continue;
+        }
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(8 * 1024);
+        }
+        match rd.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => {
+                let _ = actor.cast(ConnectionMsg::ReadClosed(None));
+                return;
+            }
+            Ok(_) => {}
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! The outbound side of one client connection: a bounded byte buffer that
+//! the connection and session actors encode packets into, and the writer
+//! task that flushes it to the socket.
+//!
+//! Why not a message per packet to the connection actor: under load every
+//! delivery would cost an actor hop and a syscall. Here producers append
+//! encoded bytes under a short lock and the writer takes everything that
+//! accumulated in one `write_all`: socket writes batch by themselves, and the
+//! publish path has no hop between the session and the socket.
+//!
+//! Bounded: past `limit` bytes waiting, the client is not keeping up; the
+//! append fails and the caller disconnects it (EMQX's force_shutdown).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use parking_lot::Mutex;
+use roost_protocol::codec;
+use roost_protocol::{Packet, ProtocolVersion, Publish};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
+
+/// Why an append was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendError {
+    /// The buffer is over its limit: the client does not read fast enough.
+    Overflow,
+    /// The connection is closing or closed.
+    Closed,
+    /// The packet is larger than the client's Maximum Packet Size; it was
+    /// not sent. [MQTT-3.1.2-25]
+    TooLarge,
+    /// The packet could not be encoded (a field too long).
+    Encode,
+}
+
+struct Inner {
+    buf: BytesMut,
+    closing: bool,
+}
+
+/// Shared between the connection actor, its session actor and the writer.
+pub struct Outbound {
+    inner: Mutex<Inner>,
+    notify: Notify,
+    limit: usize,
+    /// Largest packet the client accepts (its CONNECT Maximum Packet Size).
+    max_packet_size: std::sync::atomic::AtomicU32,
+    overflowed: AtomicBool,
+}
+
+impl Outbound {
+    pub fn new(limit: usize) -> Arc<Outbound> {
+        Arc::new(Outbound {
+            inner: Mutex::new(Inner {
+                buf: BytesMut::with_capacity(4096),
+                closing: false,
+            }),
+            notify: Notify::new(),
+            limit,
+            max_packet_size: std::sync::atomic::AtomicU32::new(u32::MAX),
+            overflowed: AtomicBool::new(false),
+        })
+    }
+
+    pub fn set_max_packet_size(&self, max: u32) {
+        self.max_packet_size.store(max, Ordering::Relaxed);
+    }
+
+    /// True once an append failed for lack of room.
+    pub fn overflowed(&self) -> bool {
+        self.overflowed.load(Ordering::Relaxed)
+    }
+
+    /// Encode and queue one packet.
+    pub fn send(&self, packet: &Packet, version: ProtocolVersion) -> Result<(), SendError> {
+        self.append(|buf| codec::encode(packet, version, buf).map_err(|_| SendError::Encode))
+    }
+
+    /// Encode and queue one PUBLISH (the delivery fast path).
+    pub fn send_publish(&self, p: &Publish, version: ProtocolVersion) -> Result<(), SendError> {
+        self.append(|buf| codec::encode_publish(p, version, buf).map_err(|_| SendError::Encode))
+    }
+
+    /// Encode and queue many packets under one lock. Stops at the first
+    /// failure other than `TooLarge` (which skips just that packet).
+    pub fn send_all(
+        &self,
+        packets: &[Packet],
+        version: ProtocolVersion,
+    ) -> Result<usize, SendError> {
+        let max = self.max_packet_size.load(Ordering::Relaxed) as usize;
+        let mut inner = self.inner.lock();
+        if inner.closing {
+            return Err(SendError::Closed);
+        }
+        let mut too_large = 0;
+        for p in packets {
+            let start = inner.buf.len();
+            if codec::encode(p, version, &mut inner.buf).is_err() {
+                inner.buf.truncate(start);
+                return Err(SendError::Encode);
+            }
+            if inner.buf.len() - start > max {
+                inner.buf.truncate(start);
+                too_large += 1;
+            }
+        }
+        let over = inner.buf.len() > self.limit;
+        drop(inner);
+        self.notify.notify_one();
+        if over {
+            self.overflowed.store(true, Ordering::Relaxed);
+            return Err(SendError::Overflow);
+        }
+        Ok(too_large)
+    }
+
+    fn append(
+        &self,
+        encode: impl FnOnce(&mut BytesMut) -> Result<(), SendError>,
+    ) -> Result<(), SendError> {
+        let max = self.max_packet_size.load(Ordering::Relaxed) as usize;
+        let mut inner = self.inner.lock();
+        if inner.closing {
+            return Err(SendError::Closed);
+        }
+        let start = inner.buf.len();
+        if let Err(e) = encode(&mut inner.buf) {
+            inner.buf.truncate(start);
+            return Err(e);
+        }
+        if inner.buf.len() - start > max {
+            inner.buf.truncate(start);
+            return Err(SendError::TooLarge);
+        }
+        let over = inner.buf.len() > self.limit;
+        drop(inner);
+        self.notify.notify_one();
+        if over {
+            self.overflowed.store(true, Ordering::Relaxed);
+            return Err(SendError::Overflow);
+        }
+        Ok(())
+    }
+
+    /// Stop accepting packets; the writer flushes what is queued, then
+    /// shuts the socket down.
+    pub fn close(&self) {
+        self.inner.lock().closing = true;
+        self.notify.notify_one();
+    }
+
+    /// Bytes waiting to be written.
+    pub fn pending(&self) -> usize {
+        self.inner.lock().buf.len()
+    }
+
+    /// The writer loop: runs until `close` (after a flush) or a write error.
+    pub async fn run_writer<W: AsyncWrite + Unpin>(&self, mut w: W) -> std::io::Result<()> {
+        let mut spare = BytesMut::with_capacity(4096);
+        loop {
+            let closing = {
+                let mut inner = self.inner.lock();
+                if inner.buf.is_empty() {
+                    if inner.closing {
+                        break;
+                    }
+                    None
+                } else {
+                    std::mem::swap(&mut inner.buf, &mut spare);
+                    Some(inner.closing)
+                }
+            };
+            match closing {
+                None => self.notify.notified().await,
+                Some(_) => {
+                    w.write_all(&spare).await?;
+                    spare.clear();
+                    // Do not keep a huge buffer around after a burst.
+                    if spare.capacity() > 1 << 20 {
+                        spare = BytesMut::with_capacity(4096);
+                    }
+                }
+            }
+        }
+        w.shutdown().await
+    }
+}

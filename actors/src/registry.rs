@@ -1,0 +1,282 @@
+//! The client registry: client id -> session actor, and the supervisor of
+//! the session actors (EMQX's `emqx_cm` plus its session supervisor).
+//!
+//! Sessions are its linked children (temporary: a crashed session is not
+//! restarted; its client reconnects and gets a fresh one). Being their parent
+//! is what makes the map exact: the exit of a session and the removal of its
+//! entry (and of its routes) are handled by the same actor, in mailbox
+//! order, so a client id never points at a dead session for a later CONNECT
+//! (DESIGN.md lists `registry` and `sessions` separately; see
+//! docs/ARCHITECTURE.md for why they are one actor here).
+//!
+//! Opening serializes per node: takeover of a live session, replacement on
+//! clean start, creation otherwise.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use ractor::{
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
+};
+use roost_protocol::channel::ConnectInfo;
+use roost_protocol::packet::reason;
+use roost_protocol::ClientId;
+use tracing::{info, warn};
+
+use crate::broker::{BrokerCtx, Counters};
+use crate::connection::ConnectionMsg;
+use crate::inbox::Inbox;
+use crate::outbound::Outbound;
+use crate::router::RouterMsg;
+use crate::session::{AttachRequest, Session, SessionArgs, SessionMsg};
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct OpenRequest {
+    pub info: ConnectInfo,
+    pub conn: ActorRef<ConnectionMsg>,
+    pub conn_id: u64,
+    pub outbound: Arc<Outbound>,
+}
+
+pub struct Opened {
+    pub session: ActorRef<SessionMsg>,
+    pub session_present: bool,
+    pub awaiting_rel: std::collections::HashSet<u16>,
+}
+
+pub enum RegistryMsg {
+    Open(Box<OpenRequest>, RpcReplyPort<Result<Opened, String>>),
+    /// Number of sessions (online and offline).
+    Count(RpcReplyPort<usize>),
+    Sessions(RpcReplyPort<Vec<(ClientId, ActorRef<SessionMsg>)>>),
+    /// Disconnect a client (admin); false if unknown.
+    Kick(ClientId, RpcReplyPort<bool>),
+    /// Close every connection with this reason (node shutdown).
+    KickAll(u8),
+}
+
+pub struct Registry;
+
+pub struct RegistryArgs {
+    pub ctx: Arc<BrokerCtx>,
+}
+
+struct Entry {
+    actor: ActorRef<SessionMsg>,
+}
+
+pub struct RegistryState {
+    ctx: Arc<BrokerCtx>,
+    sessions: HashMap<ClientId, Entry>,
+    by_actor: HashMap<ActorId, ClientId>,
+}
+
+impl Actor for Registry {
+    type Msg = RegistryMsg;
+    type State = RegistryState;
+    type Arguments = RegistryArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<RegistryMsg>,
+        args: RegistryArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        *args.ctx.registry.write() = Some(myself);
+        Ok(RegistryState {
+            ctx: args.ctx,
+            sessions: HashMap::new(),
+            by_actor: HashMap::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<RegistryMsg>,
+        msg: RegistryMsg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            RegistryMsg::Open(req, reply) => {
+                let r = st.open(&myself, *req).await;
+                let _ = reply.send(r);
+            }
+            RegistryMsg::Count(reply) => {
+                let _ = reply.send(st.sessions.len());
+            }
+            RegistryMsg::Sessions(reply) => {
+                let _ = reply.send(
+                    st.sessions
+                        .iter()
+                        .map(|(c, e)| (c.clone(), e.actor.clone()))
+                        .collect(),
+                );
+            }
+            RegistryMsg::Kick(client, reply) => {
+                let found = st.sessions.get(&client).map(|e| {
+                    e.actor
+                        .cast(SessionMsg::Kick(reason::ADMINISTRATIVE_ACTION))
+                });
+                let _ = reply.send(found.is_some());
+            }
+            RegistryMsg::KickAll(code) => {
+                for e in st.sessions.values() {
+                    let _ = e.actor.cast(SessionMsg::Kick(code));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _: ActorRef<RegistryMsg>,
+        evt: SupervisionEvent,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match evt {
+            SupervisionEvent::ActorFailed(cell, err) => {
+                Counters::inc(&st.ctx.counters.session_actor_failures);
+                warn!(actor = %cell.get_id(), error = %err, "session_failed");
+                st.session_exited(&cell, true);
+            }
+            SupervisionEvent::ActorTerminated(cell, _, _) => st.session_exited(&cell, false),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl RegistryState {
+    async fn open(
+        &mut self,
+        myself: &ActorRef<RegistryMsg>,
+        req: OpenRequest,
+    ) -> Result<Opened, String> {
+        let client = req.info.client_id.clone();
+        if let Some(old) = self.sessions.get(&client).map(|e| e.actor.clone()) {
+            if req.info.clean_start {
+                // [MQTT-3.1.2-4] clean start: the old session is discarded.
+                // Wait until its routes are gone before the new one subscribes.
+                let _ = ractor::call_t!(
+                    old,
+                    SessionMsg::Discard,
+                    CALL_TIMEOUT.as_millis() as u64,
+                    reason::SESSION_TAKEN_OVER
+                );
+                self.forget(&old.get_cell());
+                old.stop(Some("discarded".into()));
+            } else {
+                match self.attach(&old, req).await {
+                    Ok(o) => return Ok(o),
+                    Err((e, req)) => {
+                        // The session is stopping (expired just now): start afresh.
+                        warn!(client_id = %client, error = %e, "attach_failed_new_session");
+                        self.forget(&old.get_cell());
+                        return self.start_new(myself, *req).await;
+                    }
+                }
+            }
+        }
+        self.start_new(myself, req).await
+    }
+
+    async fn start_new(
+        &mut self,
+        myself: &ActorRef<RegistryMsg>,
+        req: OpenRequest,
+    ) -> Result<Opened, String> {
+        let client = req.info.client_id.clone();
+        let slot: Arc<OnceLock<ActorRef<SessionMsg>>> = Arc::new(OnceLock::new());
+        let wake = {
+            let slot = slot.clone();
+            Box::new(move || {
+                if let Some(a) = slot.get() {
+                    let _ = a.cast(SessionMsg::Drain);
+                }
+            })
+        };
+        let inbox = Arc::new(Inbox::new(self.ctx.config.inbox_capacity, wake));
+        let args = SessionArgs {
+            client_id: client.clone(),
+            ctx: self.ctx.clone(),
+            inbox,
+        };
+        let (actor, _) = Actor::spawn_linked(None, Session, args, myself.get_cell())
+            .await
+            .map_err(|e| format!("session spawn failed: {e}"))?;
+        let _ = slot.set(actor.clone());
+        self.by_actor.insert(actor.get_id(), client.clone());
+        self.sessions.insert(
+            client,
+            Entry {
+                actor: actor.clone(),
+            },
+        );
+        self.attach(&actor, req).await.map_err(|(e, _)| e)
+    }
+
+    async fn attach(
+        &self,
+        actor: &ActorRef<SessionMsg>,
+        req: OpenRequest,
+    ) -> Result<Opened, (String, Box<OpenRequest>)> {
+        let keep = OpenRequest {
+            info: req.info.clone(),
+            conn: req.conn.clone(),
+            conn_id: req.conn_id,
+            outbound: req.outbound.clone(),
+        };
+        let attach = AttachRequest {
+            info: req.info,
+            conn: req.conn,
+            conn_id: req.conn_id,
+            outbound: req.outbound,
+        };
+        match ractor::call_t!(
+            actor,
+            SessionMsg::Attach,
+            CALL_TIMEOUT.as_millis() as u64,
+            Box::new(attach)
+        ) {
+            Ok(a) => Ok(Opened {
+                session: actor.clone(),
+                session_present: a.session_present,
+                awaiting_rel: a.awaiting_rel,
+            }),
+            Err(e) => Err((e.to_string(), Box::new(keep))),
+        }
+    }
+
+    /// Drop the map entry of this actor, if it is still the current one.
+    /// Returns the client id, and whether this actor was its current session.
+    fn forget(&mut self, cell: &ActorCell) -> Option<(ClientId, bool)> {
+        let client = self.by_actor.remove(&cell.get_id())?;
+        let current = self
+            .sessions
+            .get(&client)
+            .is_some_and(|e| e.actor.get_id() == cell.get_id());
+        if current {
+            self.sessions.remove(&client);
+        }
+        Some((client, current))
+    }
+
+    fn session_exited(&mut self, cell: &ActorCell, failed: bool) {
+        let Some((client, current)) = self.forget(cell) else {
+            return;
+        };
+        if failed && current {
+            // Its routes: the session could not drop them itself.
+            if let Some(router) = self.ctx.router() {
+                let _ = router.cast(RouterMsg::RemoveClient {
+                    client: client.clone(),
+                    filters: None,
+                    reply: None,
+                });
+            }
+        }
+        info!(client_id = %client, failed, "session_exited");
+    }
+}

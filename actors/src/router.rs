@@ -1,0 +1,342 @@
+//! The route table and the router actor.
+//!
+//! Reads are on the publish path: the publishing connection matches the
+//! topic against the shared [`RouteTable`] under a read lock and pushes one
+//! delivery per matching session into that session's [`Inbox`], with no actor
+//! hop. Writes (subscribe, unsubscribe, a session going away) go through the
+//! [`Router`] actor, which serializes them; the cluster issue (#4) hangs route
+//! replication there.
+//!
+//! Delivery rules applied here:
+//! - overlapping subscriptions of one client give one copy at the highest
+//!   granted QoS, carrying every matching subscription identifier
+//!   [MQTT-3.3.4-2], [MQTT-3.3.4-4];
+//! - No Local subscriptions skip the client's own messages [MQTT-3.8.3-3];
+//! - the RETAIN flag is kept only for Retain As Published subscriptions
+//!   [MQTT-3.3.1-12/13];
+//! - each shared group `$share/g/f` gets one copy, to one member, chosen
+//!   round robin [MQTT-4.8.2].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytestring::ByteString;
+use parking_lot::RwLock;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use roost_protocol::session::Subscription;
+use roost_protocol::topic;
+use roost_protocol::trie::SubscriptionTrie;
+use roost_protocol::{ClientId, Delivery, DeliveryOpts, Message, QoS};
+
+use crate::inbox::Inbox;
+
+/// One subscription as the router sees it.
+#[derive(Clone)]
+pub struct RouteEntry {
+    pub subscription: Subscription,
+    pub inbox: Arc<Inbox>,
+}
+
+/// Shared-subscription member key: (group, client).
+type SharedKey = (ByteString, ClientId);
+
+#[derive(Default)]
+struct Tables {
+    direct: SubscriptionTrie<ClientId, RouteEntry>,
+    shared: SubscriptionTrie<SharedKey, RouteEntry>,
+}
+
+/// The route table: shared by every connection (readers) and the router
+/// actor (the only writer).
+#[derive(Default)]
+pub struct RouteTable {
+    tables: RwLock<Tables>,
+    round_robin: AtomicUsize,
+}
+
+/// What routing one message did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RouteOutcome {
+    pub delivered: usize,
+    /// Deliveries refused because a session's inbox was full.
+    pub dropped: usize,
+}
+
+impl RouteTable {
+    pub fn new() -> Arc<RouteTable> {
+        Arc::new(RouteTable::default())
+    }
+
+    /// Number of subscriptions (direct + shared members).
+    pub fn subscription_count(&self) -> usize {
+        let t = self.tables.read();
+        t.direct.len() + t.shared.len()
+    }
+
+    /// Distinct filters with at least one subscriber.
+    pub fn route_count(&self) -> usize {
+        let t = self.tables.read();
+        t.direct.filter_count() + t.shared.filter_count()
+    }
+
+    /// Every (filter, client) subscription, for listing.
+    pub fn list(&self) -> Vec<(String, ClientId)> {
+        let t = self.tables.read();
+        let mut v: Vec<_> = t
+            .direct
+            .iter()
+            .map(|(f, c, _)| (f.to_string(), c.clone()))
+            .collect();
+        v.extend(
+            t.shared
+                .iter()
+                .map(|(f, (g, c), _)| (format!("$share/{g}/{f}"), c.clone())),
+        );
+        v
+    }
+
+    /// Route one message to every matching session.
+    pub fn route(&self, msg: &Arc<Message>) -> RouteOutcome {
+        let mut out = RouteOutcome::default();
+        let t = self.tables.read();
+        let mut hits: Vec<(&ClientId, &RouteEntry)> = Vec::new();
+        let mut filters = 0usize;
+        let mut last_filter: *const u8 = std::ptr::null();
+        t.direct
+            .for_each_match(&msg.topic, |filter, client, entry| {
+                if entry.subscription.options.no_local && *client == msg.publisher {
+                    return;
+                }
+                if filter.as_ptr() != last_filter {
+                    filters += 1;
+                    last_filter = filter.as_ptr();
+                }
+                hits.push((client, entry));
+            });
+        if filters <= 1 {
+            // One filter: every client appears once; no merging needed.
+            for (_, e) in &hits {
+                let opts = delivery_opts(msg, &e.subscription);
+                out.count(e.inbox.push(Delivery {
+                    message: msg.clone(),
+                    opts,
+                }));
+            }
+        } else {
+            self.route_merged(msg, &hits, &mut out);
+        }
+        self.route_shared(&t, msg, &mut out);
+        out
+    }
+
+    /// Several filters matched: one copy per client, merged. [MQTT-3.3.4-2]
+    fn route_merged(
+        &self,
+        msg: &Arc<Message>,
+        hits: &[(&ClientId, &RouteEntry)],
+        out: &mut RouteOutcome,
+    ) {
+        let mut merged: HashMap<&ClientId, (DeliveryOpts, &Arc<Inbox>)> =
+            HashMap::with_capacity(hits.len());
+        for (client, e) in hits {
+            let opts = delivery_opts(msg, &e.subscription);
+            match merged.get_mut(client) {
+                None => {
+                    merged.insert(client, (opts, &e.inbox));
+                }
+                Some((m, _)) => {
+                    m.qos = m.qos.max(opts.qos);
+                    m.retain |= opts.retain;
+                    m.subscription_ids.extend(opts.subscription_ids);
+                }
+            }
+        }
+        for (_, (opts, inbox)) in merged {
+            out.count(inbox.push(Delivery {
+                message: msg.clone(),
+                opts,
+            }));
+        }
+    }
+
+    fn route_shared(&self, t: &Tables, msg: &Arc<Message>, out: &mut RouteOutcome) {
+        if t.shared.is_empty() {
+            return;
+        }
+        let mut groups: HashMap<(&str, &ByteString), Vec<&RouteEntry>> = HashMap::new();
+        t.shared
+            .for_each_match(&msg.topic, |filter, (group, _), entry| {
+                groups.entry((filter, group)).or_default().push(entry);
+            });
+        for (_, members) in groups {
+            let start = self.round_robin.fetch_add(1, Ordering::Relaxed);
+            // Try members in turn: one with a full inbox is skipped.
+            let pushed = (0..members.len()).any(|i| {
+                let e = members[(start + i) % members.len()];
+                let opts = delivery_opts(msg, &e.subscription);
+                e.inbox.push(Delivery {
+                    message: msg.clone(),
+                    opts,
+                })
+            });
+            out.count(pushed);
+        }
+    }
+
+    fn insert(&self, client: ClientId, filter: &str, entry: RouteEntry) {
+        let mut t = self.tables.write();
+        match topic::parse_shared(filter) {
+            Ok(Some((group, f))) => {
+                t.shared.insert(f, (ByteString::from(group), client), entry);
+            }
+            _ => {
+                t.direct.insert(filter, client, entry);
+            }
+        }
+    }
+
+    fn remove(&self, client: &ClientId, filter: &str) -> bool {
+        let mut t = self.tables.write();
+        match topic::parse_shared(filter) {
+            Ok(Some((group, f))) => t
+                .shared
+                .remove(f, &(ByteString::from(group), client.clone()))
+                .is_some(),
+            _ => t.direct.remove(filter, client).is_some(),
+        }
+    }
+
+    fn remove_client(&self, client: &ClientId) {
+        let filters: Vec<String> = self
+            .list()
+            .into_iter()
+            .filter(|(_, c)| c == client)
+            .map(|(f, _)| f)
+            .collect();
+        for f in filters {
+            self.remove(client, &f);
+        }
+    }
+
+    fn clear(&self) {
+        *self.tables.write() = Tables::default();
+    }
+}
+
+impl RouteOutcome {
+    fn count(&mut self, pushed: bool) {
+        if pushed {
+            self.delivered += 1;
+        } else {
+            self.dropped += 1;
+        }
+    }
+}
+
+fn delivery_opts(msg: &Message, sub: &Subscription) -> DeliveryOpts {
+    DeliveryOpts {
+        qos: msg.qos.min(sub.options.qos),
+        retain: msg.retain && sub.options.retain_as_published,
+        subscription_ids: sub.identifier.into_iter().collect(),
+    }
+}
+
+/// Messages to the router actor (route table writes).
+pub enum RouterMsg {
+    Subscribe {
+        client: ClientId,
+        filter: ByteString,
+        entry: RouteEntry,
+        reply: RpcReplyPort<()>,
+    },
+    Unsubscribe {
+        client: ClientId,
+        filter: ByteString,
+        reply: RpcReplyPort<bool>,
+    },
+    /// A session ended: drop its routes (all of them when the filters are
+    /// unknown, e.g. after the session actor crashed).
+    RemoveClient {
+        client: ClientId,
+        filters: Option<Vec<ByteString>>,
+        reply: Option<RpcReplyPort<()>>,
+    },
+}
+
+/// The router actor: the single writer of the route table.
+pub struct Router;
+
+pub struct RouterArgs {
+    pub table: Arc<RouteTable>,
+    pub slot: Arc<RwLock<Option<ActorRef<RouterMsg>>>>,
+}
+
+impl Actor for Router {
+    type Msg = RouterMsg;
+    type State = Arc<RouteTable>;
+    type Arguments = RouterArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<RouterMsg>,
+        args: RouterArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        // A restarted router starts empty: the sessions after it in the
+        // rest_for_one broker supervisor restart too and subscribe again.
+        args.table.clear();
+        *args.slot.write() = Some(myself);
+        Ok(args.table)
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<RouterMsg>,
+        msg: RouterMsg,
+        table: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            RouterMsg::Subscribe {
+                client,
+                filter,
+                entry,
+                reply,
+            } => {
+                table.insert(client, &filter, entry);
+                let _ = reply.send(());
+            }
+            RouterMsg::Unsubscribe {
+                client,
+                filter,
+                reply,
+            } => {
+                let _ = reply.send(table.remove(&client, &filter));
+            }
+            RouterMsg::RemoveClient {
+                client,
+                filters,
+                reply,
+            } => {
+                match filters {
+                    Some(filters) => filters.iter().for_each(|f| {
+                        table.remove(&client, f);
+                    }),
+                    None => table.remove_client(&client),
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The QoS a retained message is delivered with to a new subscription.
+pub fn retained_opts(msg: &Message, sub: &Subscription) -> DeliveryOpts {
+    DeliveryOpts {
+        qos: msg.qos.min(sub.options.qos).min(QoS::ExactlyOnce),
+        retain: true,
+        subscription_ids: sub.identifier.into_iter().collect(),
+    }
+}

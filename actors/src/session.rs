@@ -1,0 +1,534 @@
+//! The session actor: one per client id, child of the registry.
+//!
+//! Owns the client's [`SessionState`] (subscriptions, inflight window, queue),
+//! its will, and its expiry. It outlives connections: a client that comes
+//! back with clean start off finds it again, with everything queued while it
+//! was away. While a connection is attached the session encodes deliveries
+//! straight into that connection's [`Outbound`] buffer.
+//!
+//! Local-only message type: never serialized, never mirrored to peers.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytestring::ByteString;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use roost_protocol::channel::{suback, unsuback, ConnectInfo, SubscribeRequest};
+use roost_protocol::packet::{reason, LastWill, Packet, ProtocolVersion, RetainHandling};
+use roost_protocol::session::SessionState;
+use roost_protocol::{topic, ClientId, Delivery, Message};
+use tracing::{debug, info, warn};
+
+use crate::broker::{BrokerCtx, Counters};
+use crate::connection::ConnectionMsg;
+use crate::inbox::Inbox;
+use crate::outbound::{Outbound, SendError};
+use crate::router::{retained_opts, RouteEntry, RouterMsg};
+
+pub enum SessionMsg {
+    /// A connection takes this session over (CONNECT accepted).
+    Attach(Box<AttachRequest>, RpcReplyPort<Attached>),
+    /// The CONNACK is written: resend what is unacknowledged.
+    Resume,
+    /// The inbox has deliveries.
+    Drain,
+    Subscribe {
+        packet_id: u16,
+        requests: Vec<SubscribeRequest>,
+    },
+    Unsubscribe {
+        packet_id: u16,
+        filters: Vec<ByteString>,
+    },
+    PubAck(u16),
+    PubRec(u16, u8),
+    PubComp(u16),
+    /// The attached connection ended.
+    Closed(Box<Closed>),
+    /// A clean-start CONNECT replaces this session: close the connection,
+    /// drop the routes, stop. Answers once the routes are gone.
+    Discard(u8, RpcReplyPort<()>),
+    /// Close the attached connection with a reason (admin kick, shutdown).
+    Kick(u8),
+    Timer {
+        generation: u64,
+        kind: TimerKind,
+    },
+    Info(RpcReplyPort<SessionInfo>),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum TimerKind {
+    Expire,
+    Will,
+}
+
+pub struct AttachRequest {
+    pub info: ConnectInfo,
+    pub conn: ActorRef<ConnectionMsg>,
+    pub conn_id: u64,
+    pub outbound: Arc<Outbound>,
+}
+
+pub struct Attached {
+    pub session_present: bool,
+    pub awaiting_rel: HashSet<u16>,
+}
+
+pub struct Closed {
+    pub conn_id: u64,
+    pub publish_will: bool,
+    pub session_expiry: Option<u32>,
+    pub awaiting_rel: HashSet<u16>,
+}
+
+/// A snapshot for `roost ctl clients show` and tests.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    pub client_id: ClientId,
+    pub connected: bool,
+    pub subscriptions: Vec<String>,
+    pub inflight: usize,
+    pub queued: usize,
+    pub dropped_queue_full: u64,
+    pub inbox_dropped: u64,
+}
+
+/// The attached connection. Dropping it without `detach` (the session actor
+/// died) tells the connection to close: a connection never outlives its
+/// session unnoticed.
+struct ConnLink {
+    conn: Option<ActorRef<ConnectionMsg>>,
+    conn_id: u64,
+    outbound: Arc<Outbound>,
+    version: ProtocolVersion,
+    aliases: OutboundAliases,
+}
+
+impl ConnLink {
+    fn detach(mut self) -> ActorRef<ConnectionMsg> {
+        self.conn.take().expect("conn is set until detach")
+    }
+}
+
+impl Drop for ConnLink {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            let _ = conn.cast(ConnectionMsg::SessionLost);
+        }
+    }
+}
+
+/// Outbound topic aliases, per connection. [MQTT-3.3.2-9]
+struct OutboundAliases {
+    max: u16,
+    map: HashMap<ByteString, u16>,
+}
+
+impl OutboundAliases {
+    fn apply(&mut self, p: &mut roost_protocol::Publish) {
+        if self.max == 0 {
+            return;
+        }
+        if let Some(&alias) = self.map.get(&p.topic) {
+            p.properties.topic_alias = Some(alias);
+            p.topic = ByteString::new();
+        } else if self.map.len() < usize::from(self.max) {
+            let alias = self.map.len() as u16 + 1;
+            self.map.insert(p.topic.clone(), alias);
+            p.properties.topic_alias = Some(alias);
+        }
+    }
+}
+
+pub struct Session;
+
+pub struct SessionArgs {
+    pub client_id: ClientId,
+    pub ctx: Arc<BrokerCtx>,
+    pub inbox: Arc<Inbox>,
+}
+
+pub struct SessionActorState {
+    client_id: ClientId,
+    ctx: Arc<BrokerCtx>,
+    inbox: Arc<Inbox>,
+    session: SessionState,
+    link: Option<ConnLink>,
+    expiry: u32,
+    will: Option<LastWill>,
+    awaiting_rel: HashSet<u16>,
+    /// Bumped on every attach/detach: a timer from an older generation is
+    /// stale and ignored.
+    generation: u64,
+    attached_before: bool,
+    batch: VecDeque<Delivery>,
+    out: Vec<Packet>,
+}
+
+impl Actor for Session {
+    type Msg = SessionMsg;
+    type State = SessionActorState;
+    type Arguments = SessionArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        args: SessionArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        // Deliveries pushed before our ref was known to the inbox.
+        let _ = myself.cast(SessionMsg::Drain);
+        Ok(SessionActorState {
+            session: SessionState::new(args.ctx.config.session.clone()),
+            client_id: args.client_id,
+            ctx: args.ctx,
+            inbox: args.inbox,
+            link: None,
+            expiry: 0,
+            will: None,
+            awaiting_rel: HashSet::new(),
+            generation: 0,
+            attached_before: false,
+            batch: VecDeque::new(),
+            out: Vec::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        msg: SessionMsg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SessionMsg::Drain => st.drain(),
+            SessionMsg::Attach(req, reply) => st.attach(*req, reply),
+            SessionMsg::Resume => {
+                st.session.resume(Instant::now(), &mut st.out);
+                st.flush();
+            }
+            SessionMsg::PubAck(id) => {
+                let r = st.session.puback(id, Instant::now(), &mut st.out);
+                st.after_ack("puback", id, r);
+            }
+            SessionMsg::PubRec(id, code) => {
+                let r = st.session.pubrec(id, code, Instant::now(), &mut st.out);
+                st.after_ack("pubrec", id, r);
+            }
+            SessionMsg::PubComp(id) => {
+                let r = st.session.pubcomp(id, Instant::now(), &mut st.out);
+                st.after_ack("pubcomp", id, r);
+            }
+            SessionMsg::Subscribe {
+                packet_id,
+                requests,
+            } => st.subscribe(packet_id, requests).await,
+            SessionMsg::Unsubscribe { packet_id, filters } => {
+                st.unsubscribe(packet_id, filters).await
+            }
+            SessionMsg::Closed(c) => st.closed(&myself, *c).await,
+            SessionMsg::Kick(code) => st.kick(code),
+            SessionMsg::Discard(code, reply) => {
+                st.kick(code);
+                st.end(&myself, "discarded").await;
+                let _ = reply.send(());
+            }
+            SessionMsg::Timer { generation, kind } if generation == st.generation => match kind {
+                TimerKind::Will => st.publish_will(),
+                TimerKind::Expire => st.end(&myself, "expired").await,
+            },
+            SessionMsg::Timer { .. } => {}
+            SessionMsg::Info(reply) => {
+                let _ = reply.send(st.info());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SessionActorState {
+    fn drain(&mut self) {
+        self.inbox.drain_into(&mut self.batch);
+        let now = Instant::now();
+        let online = self.link.is_some();
+        while let Some(d) = self.batch.pop_front() {
+            #[cfg(feature = "test-hooks")]
+            crate::test_hooks::maybe_panic_session(&d.message.topic);
+            self.session.deliver(d, online, now, &mut self.out);
+        }
+        self.flush();
+    }
+
+    /// Write every packet in `out` to the attached connection.
+    fn flush(&mut self) {
+        if self.out.is_empty() {
+            return;
+        }
+        let Some(link) = self.link.as_mut() else {
+            self.out.clear();
+            return;
+        };
+        for p in self.out.iter_mut() {
+            if let Packet::Publish(p) = p {
+                link.aliases.apply(p);
+            }
+        }
+        let result = link.outbound.send_all(&self.out, link.version);
+        Counters::add(&self.ctx.counters.messages_delivered, self.out.len() as u64);
+        self.out.clear();
+        match result {
+            Ok(0) => {}
+            Ok(n) => debug!(dropped = n, "publish_exceeds_client_max_packet_size"),
+            Err(SendError::Overflow) => {
+                warn!(client_id = %self.client_id, "outbound_buffer_overflow");
+                Counters::inc(&self.ctx.counters.connections_force_closed);
+                self.kick(reason::QUOTA_EXCEEDED);
+            }
+            Err(_) => {}
+        }
+    }
+
+    fn after_ack(
+        &mut self,
+        kind: &'static str,
+        packet_id: u16,
+        r: Result<(), roost_protocol::session::AckError>,
+    ) {
+        if let Err(e) = r {
+            warn!(client_id = %self.client_id, packet_id, kind, error = %e, "ack_unknown_packet_id");
+        }
+        self.flush();
+    }
+
+    fn attach(&mut self, req: AttachRequest, reply: RpcReplyPort<Attached>) {
+        if let Some(old) = self.link.take() {
+            // [MQTT-3.1.4-3] the old connection is taken over.
+            info!(client_id = %self.client_id, "takeover_begin");
+            let _ = old
+                .detach()
+                .cast(ConnectionMsg::Kick(reason::SESSION_TAKEN_OVER));
+            // An old will without delay is due now; one with a delay is
+            // cancelled by the new connection. [MQTT-3.1.3-9]
+            if self
+                .will
+                .as_ref()
+                .is_some_and(|w| w.properties.delay_interval.unwrap_or(0) == 0)
+            {
+                self.publish_will();
+            }
+        }
+        self.generation += 1;
+        // A session that served a connection before is resumed. A clean
+        // start always gets a fresh session actor from the registry.
+        let session_present = std::mem::replace(&mut self.attached_before, true);
+        let info = req.info;
+        self.session
+            .set_client_receive_maximum(info.receive_maximum);
+        self.expiry = info.session_expiry;
+        self.will = info.will.clone();
+        self.link = Some(ConnLink {
+            conn: Some(req.conn),
+            conn_id: req.conn_id,
+            outbound: req.outbound,
+            version: info.version,
+            aliases: OutboundAliases {
+                max: info.topic_alias_maximum,
+                map: HashMap::new(),
+            },
+        });
+        let awaiting_rel = std::mem::take(&mut self.awaiting_rel);
+        let _ = reply.send(Attached {
+            session_present,
+            awaiting_rel,
+        });
+    }
+
+    async fn subscribe(&mut self, packet_id: u16, requests: Vec<SubscribeRequest>) {
+        let Some(version) = self.link.as_ref().map(|l| l.version) else {
+            return;
+        };
+        let mut codes = Vec::with_capacity(requests.len());
+        let mut retained = Vec::new();
+        let now = Instant::now();
+        for req in requests {
+            if let Some(code) = req.refused {
+                codes.push(code);
+                continue;
+            }
+            let max = self.ctx.config.max_subscriptions;
+            let existed = self.session.subscriptions().contains_key(&req.filter);
+            if max > 0 && !existed && self.session.subscriptions().len() >= max {
+                codes.push(reason::QUOTA_EXCEEDED);
+                continue;
+            }
+            let sub = req.subscription.clone();
+            self.session.subscribe(req.filter.clone(), sub.clone());
+            self.add_route(req.filter.clone(), sub.clone()).await;
+            codes.push(sub.options.qos as u8);
+            let shared = matches!(topic::parse_shared(&req.filter), Ok(Some(_)));
+            let send = match sub.options.retain_handling {
+                RetainHandling::OnSubscribe => true,
+                RetainHandling::OnNewSubscribe => !existed,
+                RetainHandling::Never => false,
+            };
+            // Retained messages are not sent to shared subscriptions. [MQTT-4.8.2]
+            if send && !shared {
+                for m in self.ctx.retained.matching(&req.filter, now) {
+                    retained.push(Delivery {
+                        opts: retained_opts(&m, &sub),
+                        message: m,
+                    });
+                }
+            }
+        }
+        self.out.push(suback(version, packet_id, codes));
+        self.flush();
+        for d in retained {
+            self.session.deliver(d, true, now, &mut self.out);
+        }
+        self.flush();
+    }
+
+    async fn add_route(
+        &self,
+        filter: ByteString,
+        subscription: roost_protocol::session::Subscription,
+    ) {
+        let Some(router) = self.ctx.router() else {
+            return;
+        };
+        let entry = RouteEntry {
+            subscription,
+            inbox: self.inbox.clone(),
+        };
+        let client = self.client_id.clone();
+        let r = ractor::call!(router, |reply| RouterMsg::Subscribe {
+            client,
+            filter,
+            entry,
+            reply
+        });
+        if let Err(e) = r {
+            warn!(client_id = %self.client_id, error = %e, "route_add_failed");
+        }
+    }
+
+    async fn unsubscribe(&mut self, packet_id: u16, filters: Vec<ByteString>) {
+        let Some(version) = self.link.as_ref().map(|l| l.version) else {
+            return;
+        };
+        let mut codes = Vec::with_capacity(filters.len());
+        for f in filters {
+            let existed = self.session.unsubscribe(&f);
+            if existed {
+                if let Some(router) = self.ctx.router() {
+                    let client = self.client_id.clone();
+                    let _ = ractor::call!(router, |reply| RouterMsg::Unsubscribe {
+                        client,
+                        filter: f,
+                        reply
+                    });
+                }
+            }
+            codes.push(if existed {
+                reason::SUCCESS
+            } else {
+                reason::NO_SUBSCRIPTION_EXISTED
+            });
+        }
+        self.out.push(unsuback(version, packet_id, codes));
+        self.flush();
+    }
+
+    async fn closed(&mut self, myself: &ActorRef<SessionMsg>, c: Closed) {
+        if self.link.as_ref().map(|l| l.conn_id) != Some(c.conn_id) {
+            return; // an old connection, already taken over
+        }
+        if let Some(link) = self.link.take() {
+            link.detach();
+        }
+        self.generation += 1;
+        self.awaiting_rel = c.awaiting_rel;
+        if let Some(e) = c.session_expiry {
+            self.expiry = e;
+        }
+        if !c.publish_will {
+            self.will = None;
+        }
+        let will_delay = self
+            .will
+            .as_ref()
+            .map(|w| w.properties.delay_interval.unwrap_or(0));
+        if self.expiry == 0 {
+            self.end(myself, "connection_closed").await;
+            return;
+        }
+        match will_delay {
+            Some(0) => self.publish_will(),
+            // [MQTT-3.1.2-...] the will waits for min(delay, session expiry).
+            Some(d) if d < self.expiry => self.start_timer(myself, d, TimerKind::Will),
+            _ => {}
+        }
+        self.start_timer(myself, self.expiry, TimerKind::Expire);
+    }
+
+    fn start_timer(&self, myself: &ActorRef<SessionMsg>, secs: u32, kind: TimerKind) {
+        let generation = self.generation;
+        myself.send_after(Duration::from_secs(u64::from(secs)), move || {
+            SessionMsg::Timer { generation, kind }
+        });
+    }
+
+    fn publish_will(&mut self) {
+        if let Some(w) = self.will.take() {
+            let msg = Message::from_will(w, self.client_id.clone(), Instant::now());
+            info!(client_id = %self.client_id, topic = %msg.topic, "will_published");
+            crate::broker::publish(&self.ctx, Arc::new(msg));
+        }
+    }
+
+    fn kick(&mut self, code: u8) {
+        if let Some(link) = self.link.as_ref() {
+            if let Some(conn) = link.conn.as_ref() {
+                let _ = conn.cast(ConnectionMsg::Kick(code));
+            }
+        }
+    }
+
+    /// The session ends: will due now, routes dropped, actor stopped.
+    async fn end(&mut self, myself: &ActorRef<SessionMsg>, why: &'static str) {
+        self.publish_will();
+        if let Some(link) = self.link.take() {
+            link.detach();
+        }
+        if let Some(router) = self.ctx.router() {
+            let filters: Vec<ByteString> = self.session.subscriptions().keys().cloned().collect();
+            let client = self.client_id.clone();
+            let _ = ractor::call!(router, |reply| RouterMsg::RemoveClient {
+                client,
+                filters: Some(filters),
+                reply: Some(reply)
+            });
+        }
+        debug!(client_id = %self.client_id, why, "session_ended");
+        myself.stop(Some(why.to_string()));
+    }
+
+    fn info(&self) -> SessionInfo {
+        SessionInfo {
+            client_id: self.client_id.clone(),
+            connected: self.link.is_some(),
+            subscriptions: self
+                .session
+                .subscriptions()
+                .keys()
+                .map(|k| k.to_string())
+                .collect(),
+            inflight: self.session.inflight_len(),
+            queued: self.session.mqueue_len(),
+            dropped_queue_full: self.session.stats.dropped_queue_full,
+            inbox_dropped: self.inbox.dropped(),
+        }
+    }
+}

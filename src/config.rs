@@ -1,0 +1,160 @@
+//! Typed configuration of a Roost node.
+//!
+//! Sources, lowest precedence first: the embedded [`DEFAULT_CONFIG`] (or a file given with
+//! `--config`), `ROOST_*` environment variables (`ROOST_MQTT__LISTEN=127.0.0.1:1884`), then
+//! command-line flags ([`crate::cli::StartArgs::apply`]). [`load`] merges the first two and
+//! reports *every* problem at once: unknown keys by their full dotted path, values of the
+//! wrong type and semantic errors ([`Config::validate`]). It never panics on bad input.
+//!
+//! The structs are plain data with public fields, handed by value to the actors that need
+//! them (no global config lookups). Durations are [`HumanDuration`] (`.as_duration()`),
+//! sizes [`ByteSize`]. `Config::default()` equals the parsed embedded file (unit-tested).
+//!
+//! Must not depend on any runtime: this module is pure parsing and checking.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+mod load;
+mod problem;
+mod units;
+mod validate;
+
+pub use load::{load, parse, ENV_PREFIX};
+pub use problem::{ConfigErrors, ConfigProblem, Origin, ProblemKind};
+pub use units::{ByteSize, DurationError, HumanDuration, SizeError};
+
+/// The commented default configuration, printed by `roost print-default-config`.
+pub const DEFAULT_CONFIG: &str = include_str!("default_config.toml");
+
+/// The whole node configuration.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub node: NodeConfig,
+    pub log: LogConfig,
+    pub mqtt: MqttConfig,
+}
+
+/// `[node]`: identity and local storage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Stable node name, `name@host`. It identifies the node in a cluster, so it must not
+    /// change across restarts; never derived from an IP address at runtime.
+    pub name: String,
+    /// Directory of the node's persistent state (RocksDB). One node per directory.
+    pub data_dir: PathBuf,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            name: "roost@localhost".to_owned(),
+            data_dir: PathBuf::from("./data"),
+        }
+    }
+}
+
+/// `[log]`: logging. `RUST_LOG`, when set, takes precedence over `level`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing_subscriber::EnvFilter` directive: `info`, `roost=debug,ractor=warn`, ...
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// `[mqtt]`: the MQTT listener and protocol limits. See `default_config.toml` for the
+/// meaning of each key; the field docs say why the type is what it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    pub listen: SocketAddr,
+    pub max_connections: u32,
+    /// Both directions; MQTT caps it at 268,435,455 bytes (the Remaining Length limit).
+    pub max_packet_size: ByteSize,
+    /// A u16: MQTT strings are length-prefixed with two bytes.
+    pub max_client_id_len: u16,
+    pub max_topic_levels: u16,
+    /// Outbound inflight window per session, and the Receive Maximum we announce (a u16).
+    pub max_inflight: u16,
+    /// Queued messages per session; bounded, the oldest is dropped and counted.
+    pub max_mqueue_len: usize,
+    pub mqueue_store_qos0: bool,
+    /// Per client; 0 = unlimited.
+    pub max_subscriptions: u32,
+    /// Topic Alias Maximum we announce; 0 disables inbound aliases.
+    pub max_topic_alias: u16,
+    /// 0, 1 or 2.
+    pub max_qos: u8,
+    pub retain_available: bool,
+    pub wildcard_subscriptions: bool,
+    pub shared_subscriptions: bool,
+    pub subscription_identifiers: bool,
+    /// Zero = use the client's keep alive; otherwise announced as Server Keep Alive.
+    pub server_keep_alive: HumanDuration,
+    /// The connection is closed after `keep_alive * multiplier` of silence [MQTT-3.1.2-24].
+    pub keep_alive_multiplier: f64,
+    pub max_session_expiry: HumanDuration,
+    pub handshake_timeout: HumanDuration,
+    pub retry_interval: HumanDuration,
+    pub outbound_buffer: ByteSize,
+    pub max_awaiting_rel: u32,
+    pub shutdown_timeout: HumanDuration,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 1883)),
+            max_connections: 1_000_000,
+            max_packet_size: ByteSize::bytes(1_000_000),
+            max_client_id_len: 65_535,
+            max_topic_levels: 128,
+            max_inflight: 32,
+            max_mqueue_len: 1_000,
+            mqueue_store_qos0: true,
+            max_subscriptions: 0,
+            max_topic_alias: 65_535,
+            max_qos: 2,
+            retain_available: true,
+            wildcard_subscriptions: true,
+            shared_subscriptions: true,
+            subscription_identifiers: true,
+            server_keep_alive: HumanDuration::ZERO,
+            keep_alive_multiplier: 1.5,
+            max_session_expiry: HumanDuration::from_secs(2 * 3_600),
+            handshake_timeout: HumanDuration::from_secs(10),
+            retry_interval: HumanDuration::from_secs(30),
+            outbound_buffer: ByteSize::bytes(8_000_000),
+            max_awaiting_rel: 100,
+            shutdown_timeout: HumanDuration::from_secs(5),
+        }
+    }
+}
+
+impl Config {
+    /// Semantic checks the types cannot express (ranges, consistency between keys).
+    /// Returns every problem found; empty means valid.
+    pub fn validate(&self) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        validate::node(&self.node, &mut problems);
+        validate::log(&self.log, &mut problems);
+        validate::mqtt_limits(&self.mqtt, &mut problems);
+        validate::mqtt_timers(&self.mqtt, &mut problems);
+        problems
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,323 @@
+//! Loading tests: defaults, problem collection, environment overrides.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn problems(text: &str) -> ConfigErrors {
+    match parse(text) {
+        Ok(cfg) => panic!("expected problems, got {cfg:?}"),
+        Err(errors) => errors,
+    }
+}
+
+#[test]
+fn default_equals_the_embedded_file() {
+    assert_eq!(parse(DEFAULT_CONFIG), Ok(Config::default()));
+    assert_eq!(load(None, &[]), Ok(Config::default()));
+}
+
+#[test]
+fn default_is_valid() {
+    assert_eq!(Config::default().validate(), vec![]);
+}
+
+#[test]
+fn serialized_config_reads_back_equal() {
+    let mut cfg = Config::default();
+    cfg.mqtt.max_packet_size = ByteSize::bytes(65_536);
+    cfg.mqtt.handshake_timeout = HumanDuration::from_millis(2_500);
+    let text = toml::to_string(&cfg).expect("Config serializes");
+    assert_eq!(parse(&text), Ok(cfg));
+}
+
+#[test]
+fn embedded_file_documents_every_key() {
+    let file: toml::Table = toml::from_str(DEFAULT_CONFIG).expect("embedded file is TOML");
+    let defaults = toml::Table::try_from(Config::default()).expect("Config serializes");
+    for (section, keys) in &defaults {
+        let keys = keys.as_table().expect("sections are tables");
+        for key in keys.keys() {
+            let in_file = file.get(section).and_then(|s| s.get(key));
+            assert!(
+                in_file.is_some(),
+                "{section}.{key} missing from default_config.toml"
+            );
+        }
+    }
+}
+
+#[test]
+fn empty_file_means_defaults() {
+    assert_eq!(parse(""), Ok(Config::default()));
+    assert_eq!(parse("[mqtt]\n"), Ok(Config::default()));
+}
+
+#[test]
+fn values_are_read_with_their_units() {
+    let cfg = parse("[mqtt]\nmax_packet_size = \"64KiB\"\nmax_session_expiry = \"2h30m\"\nlisten = \"127.0.0.1:1884\"")
+        .expect("valid config");
+    assert_eq!(cfg.mqtt.max_packet_size.as_u64(), 65_536);
+    assert_eq!(
+        cfg.mqtt.max_session_expiry.as_duration(),
+        Duration::from_secs(9_000)
+    );
+    assert_eq!(cfg.mqtt.listen.port(), 1884);
+}
+
+#[test]
+fn unknown_key_in_a_section_is_named_by_its_path() {
+    let errors = problems("[mqtt]\nmax_inflght = 10\n");
+    assert_eq!(errors.0.len(), 1, "{errors}");
+    let p = &errors.0[0];
+    assert_eq!(
+        (p.path.as_str(), p.kind),
+        ("mqtt.max_inflght", ProblemKind::UnknownKey)
+    );
+    assert_eq!(p.line, Some(2));
+    assert!(
+        p.message.contains("did you mean `max_inflight`?"),
+        "{}",
+        p.message
+    );
+    assert_eq!(
+        p.to_string(),
+        "line 2: mqtt.max_inflght: unknown key (did you mean `max_inflight`?)"
+    );
+}
+
+#[test]
+fn unknown_section_is_reported_once() {
+    let errors = problems("[mqqt]\nlisten = \"0.0.0.0:1\"\nmax_qos = 1\n");
+    assert_eq!(errors.0.len(), 1, "{errors}");
+    assert_eq!(errors.0[0].path, "mqqt");
+    assert_eq!(errors.0[0].line, Some(1));
+    assert_eq!(errors.0[0].kind, ProblemKind::UnknownKey);
+    assert!(
+        errors.0[0].message.contains("`mqtt`"),
+        "{}",
+        errors.0[0].message
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text = "\
+[node]
+name = \"no-at-sign\"
+[mqtt]
+max_inflght = 10
+max_inflight = \"lots\"
+max_qos = 3
+handshake_timeout = \"10x\"
+max_packet_size = 70000
+";
+    let errors = problems(text);
+    let found: Vec<(&str, ProblemKind)> =
+        errors.0.iter().map(|p| (p.path.as_str(), p.kind)).collect();
+    assert_eq!(
+        found,
+        vec![
+            ("node.name", ProblemKind::Invalid),
+            ("mqtt.max_inflght", ProblemKind::UnknownKey),
+            ("mqtt.max_inflight", ProblemKind::Type),
+            ("mqtt.max_qos", ProblemKind::Invalid),
+            ("mqtt.handshake_timeout", ProblemKind::Type),
+        ],
+        "{errors}"
+    );
+    let shown = errors.to_string();
+    assert_eq!(shown.lines().count(), 5, "{shown}");
+    assert!(
+        shown.contains("line 5: mqtt.max_inflight: invalid type: string \"lots\""),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("mqtt.handshake_timeout: invalid duration \"10x\": unknown unit `x`"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("line 6: mqtt.max_qos: must be 0, 1 or 2, got 3"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn integer_range_errors_name_the_range() {
+    let errors = problems("[mqtt]\nmax_inflight = 70000\n");
+    let p = errors.find("mqtt.max_inflight").expect("problem reported");
+    assert!(p.message.contains("from 0 to 65535"), "{}", p.message);
+}
+
+#[test]
+fn key_under_the_wrong_section_suggests_the_right_one() {
+    let errors = problems("[log]\nmax_qos = 1\n");
+    assert_eq!(errors.0[0].path, "log.max_qos");
+    let message = &errors.0[0].message;
+    assert!(
+        message.ends_with("(did you mean `mqtt.max_qos`?)"),
+        "{message}"
+    );
+}
+
+#[test]
+fn wrong_type_for_a_whole_section_is_reported() {
+    let errors = problems("mqtt = 5\n");
+    assert_eq!(errors.0[0].path, "mqtt");
+    assert_eq!(errors.0[0].kind, ProblemKind::Type);
+    assert_eq!(
+        errors.0[0].message,
+        "invalid type: integer `5`, expected a table"
+    );
+}
+
+#[test]
+fn syntax_error_gives_line_and_column() {
+    let errors = problems("[mqtt]\nlisten = \n");
+    assert_eq!(errors.0.len(), 1);
+    assert_eq!(errors.0[0].kind, ProblemKind::Syntax);
+    assert!(
+        errors.0[0].message.contains("line 2"),
+        "{}",
+        errors.0[0].message
+    );
+}
+
+#[test]
+fn cross_key_validation_names_the_key() {
+    let errors = problems("[mqtt]\nmax_packet_size = \"2MB\"\noutbound_buffer = \"1MB\"\n");
+    let p = errors
+        .find("mqtt.outbound_buffer")
+        .expect("problem reported");
+    assert_eq!(p.kind, ProblemKind::Invalid);
+    assert_eq!(p.line, Some(3));
+}
+
+#[test]
+fn env_overrides_a_nested_key_case_insensitively() {
+    let vars = env(&[
+        ("ROOST_MQTT__LISTEN", "127.0.0.1:1884"),
+        ("roost_mqtt__max_inflight", "64"),
+        ("ROOST_MQTT__MAX_PACKET_SIZE", "64KB"),
+        ("ROOST_NODE__NAME", "roost@host.example"),
+        ("PATH", "/usr/bin"),
+    ]);
+    let cfg = load(None, &vars).expect("valid overrides");
+    assert_eq!(cfg.mqtt.listen, "127.0.0.1:1884".parse().expect("addr"));
+    assert_eq!(cfg.mqtt.max_inflight, 64);
+    assert_eq!(cfg.mqtt.max_packet_size, ByteSize::bytes(64_000));
+    assert_eq!(cfg.node.name, "roost@host.example");
+}
+
+#[test]
+fn env_value_that_reads_as_a_number_can_still_be_a_string() {
+    let vars = env(&[
+        ("ROOST_LOG__LEVEL", "1"),
+        ("ROOST_MQTT__RETAIN_AVAILABLE", "false"),
+    ]);
+    let cfg = load(None, &vars).expect("valid overrides");
+    assert_eq!(cfg.log.level, "1");
+    assert!(!cfg.mqtt.retain_available);
+}
+
+#[test]
+fn env_overrides_the_file() {
+    let path = write_temp("env_overrides_the_file", "[mqtt]\nmax_inflight = 10\n");
+    let vars = env(&[("ROOST_MQTT__MAX_INFLIGHT", "20")]);
+    let cfg = load(Some(&path), &vars);
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(cfg.map(|c| c.mqtt.max_inflight), Ok(20));
+}
+
+#[test]
+fn unknown_or_malformed_env_override_is_an_error() {
+    let vars = env(&[
+        ("ROOST_MQTT__MAX_INFLGHT", "10"),
+        ("ROOST_MQTT__MAX_QOS", "high"),
+        ("ROOST_MQTT__", "x"),
+    ]);
+    let errors = load(None, &vars).expect_err("bad overrides");
+    let p = errors
+        .find("mqtt.max_inflght")
+        .expect("unknown key reported");
+    assert_eq!(p.kind, ProblemKind::UnknownKey);
+    assert_eq!(
+        p.origin,
+        Some(Origin::Env("ROOST_MQTT__MAX_INFLGHT".into()))
+    );
+    assert!(
+        p.to_string()
+            .starts_with("ROOST_MQTT__MAX_INFLGHT: mqtt.max_inflght: unknown key"),
+        "{p}"
+    );
+    assert_eq!(
+        errors.find("mqtt.max_qos").map(|p| p.kind),
+        Some(ProblemKind::Type)
+    );
+    assert!(
+        errors
+            .0
+            .iter()
+            .any(|p| p.kind == ProblemKind::MalformedOverride),
+        "{errors}"
+    );
+    assert_eq!(errors.0.len(), 3, "{errors}");
+}
+
+#[test]
+fn the_same_key_set_twice_by_env_is_an_error() {
+    let vars = env(&[("ROOST_MQTT__MAX_QOS", "1"), ("roost_mqtt__max_qos", "2")]);
+    let errors = load(None, &vars).expect_err("ambiguous overrides");
+    assert_eq!(errors.0.len(), 1, "{errors}");
+    assert_eq!(errors.0[0].kind, ProblemKind::MalformedOverride);
+    assert_eq!(
+        errors.to_string(),
+        "roost_mqtt__max_qos: mqtt.max_qos is also set by ROOST_MQTT__MAX_QOS"
+    );
+}
+
+#[test]
+fn unreadable_file_is_one_problem_naming_the_file() {
+    let path = PathBuf::from("/nonexistent/roost-test/roost.toml");
+    let errors = load(Some(&path), &[]).expect_err("missing file");
+    assert_eq!(errors.0.len(), 1);
+    assert_eq!(errors.0[0].kind, ProblemKind::Unreadable);
+    assert!(
+        errors
+            .to_string()
+            .starts_with("/nonexistent/roost-test/roost.toml: cannot read"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn file_problems_carry_the_file_and_line() {
+    let path = write_temp(
+        "file_problems_carry_the_file_and_line",
+        "[mqtt]\n\nmax_qos = 7\n",
+    );
+    let errors = load(Some(&path), &[]).expect_err("bad value");
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(
+        errors.to_string(),
+        format!(
+            "{}:3: mqtt.max_qos: must be 0, 1 or 2, got 7",
+            path.display()
+        )
+    );
+}
+
+/// Writes `text` to a file in the temp dir named after the test and the process.
+pub(crate) fn write_temp(test: &str, text: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("roost-{test}-{}.toml", std::process::id()));
+    std::fs::write(&path, text).expect("temp dir is writable");
+    path
+}

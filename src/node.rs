@@ -1,0 +1,265 @@
+//! Node assembly: builds the root supervision tree from a [`Config`] and
+//! runs it until shutdown.
+//!
+//! ```text
+//! roost (one_for_one)
+//! ├── broker (rest_for_one)
+//! │   ├── router      route table writer
+//! │   ├── retainer    retained-message upkeep
+//! │   └── sessions    client registry + session actors (temporary)
+//! └── listeners (one_for_one)
+//!     └── tcp:default listener + connection actors (temporary)
+//! ```
+//! `broker` is rest_for_one: a restarted router starts with an empty table,
+//! so the sessions after it restart too and the table is rebuilt from live
+//! clients. Listeners are independent of each other.
+//!
+//! Start never waits for anything but this node's own resources (the data
+//! directory and the listen socket).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use ractor::{Actor, ActorRef};
+use roost_actors::broker::{BrokerConfig, BrokerCtx};
+use roost_actors::listener::{Listener, ListenerArgs, ListenerMsg};
+use roost_actors::registry::{Registry, RegistryArgs, RegistryMsg};
+use roost_actors::retainer::{Retainer, RetainerArgs};
+use roost_actors::router::{Router, RouterArgs};
+use roost_actors::supervisor::{
+    child_spec_supervisor, ChildSpec, Intensity, Restart, Strategy, Supervisor, SupervisorArgs,
+    SupervisorMsg, TreeNode,
+};
+use roost_protocol::channel::ChannelConfig;
+use roost_protocol::packet::{reason, QoS};
+use roost_protocol::session::SessionConfig;
+use tracing::{info, warn};
+
+use crate::config::Config;
+
+/// Name of the default TCP listener in the tree (`listeners/tcp:default`).
+pub const DEFAULT_LISTENER: &str = "tcp:default";
+
+/// A running broker node.
+pub struct Node {
+    root: ActorRef<SupervisorMsg>,
+    ctx: Arc<BrokerCtx>,
+    config: Config,
+    join: tokio::task::JoinHandle<()>,
+}
+
+impl Node {
+    /// Start a node: open the data directory, build the supervision tree,
+    /// bind the listener. Returns once MQTT is served.
+    pub async fn start(config: Config) -> anyhow::Result<Node> {
+        std::fs::create_dir_all(&config.node.data_dir).with_context(|| {
+            format!(
+                "cannot create data directory {}",
+                config.node.data_dir.display()
+            )
+        })?;
+        let ctx = BrokerCtx::new(broker_config(&config), random_seed());
+        let args = SupervisorArgs {
+            path: String::new(),
+            strategy: Strategy::OneForOne,
+            intensity: Intensity {
+                max_restarts: 3,
+                period: Duration::from_secs(30),
+            },
+            children: vec![broker_spec(&ctx), listeners_spec(&ctx, config.mqtt.listen)],
+        };
+        let (root, join) = Actor::spawn(None, Supervisor, args)
+            .await
+            .map_err(|e| anyhow!("node failed to start: {e}"))?;
+        let join = tokio::spawn(async move {
+            let _ = join.await;
+        });
+        info!(node = %config.node.name, mqtt = %config.mqtt.listen, "node_started");
+        Ok(Node {
+            root,
+            ctx,
+            config,
+            join,
+        })
+    }
+
+    pub fn ctx(&self) -> &Arc<BrokerCtx> {
+        &self.ctx
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn root(&self) -> &ActorRef<SupervisorMsg> {
+        &self.root
+    }
+
+    /// The bound address of the default MQTT listener.
+    pub async fn mqtt_addr(&self) -> anyhow::Result<SocketAddr> {
+        let listener = self.listener(DEFAULT_LISTENER).await?;
+        Ok(ractor::call!(listener, ListenerMsg::LocalAddr)?)
+    }
+
+    async fn listener(&self, name: &str) -> anyhow::Result<ActorRef<ListenerMsg>> {
+        self.ctx
+            .listener(name)
+            .ok_or_else(|| anyhow!("no listener {name}"))
+    }
+
+    /// The live supervision tree.
+    pub async fn tree(&self) -> anyhow::Result<TreeNode> {
+        Ok(roost_actors::supervisor::tree(&self.root).await?)
+    }
+
+    /// Restart the subtree at `path` (e.g. `broker/router`).
+    pub async fn restart(&self, path: &str) -> anyhow::Result<()> {
+        Ok(roost_actors::supervisor::restart_path(&self.root, path).await?)
+    }
+
+    /// Resolves when the root supervisor stopped (e.g. restart intensity
+    /// exceeded at the top).
+    pub async fn wait(&mut self) {
+        let _ = (&mut self.join).await;
+    }
+
+    /// Graceful shutdown: stop accepting, tell every client "server shutting
+    /// down" (0x8B, 5.0 clients), wait for the connections to close, stop
+    /// the tree.
+    pub async fn shutdown(self) {
+        let timeout = self.config.mqtt.shutdown_timeout.as_duration();
+        match self.listener(DEFAULT_LISTENER).await {
+            Ok(l) => match ractor::call!(l, ListenerMsg::Drain, timeout) {
+                Ok(0) => {}
+                Ok(left) => warn!(left, "connections_left_at_shutdown"),
+                Err(e) => warn!(error = %e, "listener_drain_failed"),
+            },
+            Err(e) => warn!(error = %e, "listener_not_found_at_shutdown"),
+        }
+        if let Some(reg) = self.ctx.registry() {
+            let _ = reg.cast(RegistryMsg::KickAll(reason::SERVER_SHUTTING_DOWN));
+        }
+        let _ = self
+            .root
+            .stop_and_wait(Some("shutdown".into()), Some(timeout * 2))
+            .await;
+        let _ = self.join.await;
+        info!(node = %self.config.node.name, "node_stopped");
+    }
+}
+
+fn broker_spec(ctx: &Arc<BrokerCtx>) -> ChildSpec {
+    let (c1, c2, c3) = (ctx.clone(), ctx.clone(), ctx.clone());
+    let children = vec![
+        ChildSpec::for_actor("router", move || {
+            (
+                Router,
+                RouterArgs {
+                    table: c1.routes.clone(),
+                    slot: c1.router.clone(),
+                },
+            )
+        }),
+        ChildSpec::for_actor("retainer", move || {
+            (
+                Retainer,
+                RetainerArgs {
+                    store: c2.retained.clone(),
+                    sweep_interval: Duration::from_secs(10),
+                },
+            )
+        }),
+        ChildSpec::for_actor("sessions", move || {
+            (Registry, RegistryArgs { ctx: c3.clone() })
+        }),
+    ];
+    let args = move || SupervisorArgs {
+        path: String::new(),
+        strategy: Strategy::RestForOne,
+        intensity: Intensity {
+            max_restarts: 5,
+            period: Duration::from_secs(10),
+        },
+        children: children.clone(),
+    };
+    child_spec_supervisor("broker", args, Restart::Permanent)
+}
+
+fn listeners_spec(ctx: &Arc<BrokerCtx>, addr: SocketAddr) -> ChildSpec {
+    let c = ctx.clone();
+    let tcp = ChildSpec::for_actor(DEFAULT_LISTENER, move || {
+        (
+            Listener,
+            ListenerArgs {
+                name: DEFAULT_LISTENER.to_string(),
+                addr,
+                ctx: c.clone(),
+            },
+        )
+    });
+    let args = move || SupervisorArgs {
+        path: String::new(),
+        strategy: Strategy::OneForOne,
+        intensity: Intensity {
+            max_restarts: 10,
+            period: Duration::from_secs(10),
+        },
+        children: vec![tcp.clone()],
+    };
+    child_spec_supervisor("listeners", args, Restart::Permanent)
+}
+
+/// The actors' view of the config.
+pub fn broker_config(cfg: &Config) -> BrokerConfig {
+    let m = &cfg.mqtt;
+    let channel = ChannelConfig {
+        max_packet_size: u32::try_from(m.max_packet_size.as_u64()).unwrap_or(u32::MAX),
+        max_client_id_len: usize::from(m.max_client_id_len),
+        receive_maximum: m.max_inflight,
+        max_topic_alias: m.max_topic_alias,
+        max_topic_levels: usize::from(m.max_topic_levels),
+        max_qos: QoS::from_u8(m.max_qos).unwrap_or(QoS::ExactlyOnce),
+        retain_available: m.retain_available,
+        wildcard_subscriptions: m.wildcard_subscriptions,
+        shared_subscriptions: m.shared_subscriptions,
+        subscription_identifiers: m.subscription_identifiers,
+        server_keep_alive: (!m.server_keep_alive.is_zero()).then(|| {
+            u16::try_from(m.server_keep_alive.as_duration().as_secs()).unwrap_or(u16::MAX)
+        }),
+        keep_alive_multiplier: m.keep_alive_multiplier,
+        max_session_expiry: u32::try_from(m.max_session_expiry.as_duration().as_secs())
+            .unwrap_or(u32::MAX),
+    };
+    BrokerConfig {
+        node_name: cfg.node.name.clone(),
+        channel,
+        session: SessionConfig {
+            max_inflight: m.max_inflight,
+            max_mqueue_len: m.max_mqueue_len,
+            mqueue_store_qos0: m.mqueue_store_qos0,
+        },
+        max_subscriptions: m.max_subscriptions as usize,
+        max_awaiting_rel: m.max_awaiting_rel as usize,
+        handshake_timeout: m.handshake_timeout.as_duration(),
+        outbound_buffer: m.outbound_buffer.as_usize(),
+        inbox_capacity: m.max_mqueue_len.max(1000) + usize::from(m.max_inflight),
+        shutdown_timeout: m.shutdown_timeout.as_duration(),
+        max_connections: m.max_connections as usize,
+    }
+}
+
+/// A per-start random seed (assigned client ids), without a rand dependency:
+/// std's hasher keys are random per process.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
+}

@@ -1,0 +1,265 @@
+//! Shared test harness: an in-process broker on 127.0.0.1:0, and a raw MQTT
+//! client built on roost-protocol's codec for byte-exact assertions (reason
+//! codes, DUP flags, session present) that a high-level client hides.
+//!
+//! Every wait is bounded: `recv` gives up after `WAIT`, so a broken broker
+//! fails a test instead of hanging it.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use bytestring::ByteString;
+use roost::config::Config;
+use roost::node::Node;
+use roost_protocol::codec;
+use roost_protocol::packet::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// A unique, empty data directory under the system temp dir.
+pub fn temp_data_dir() -> PathBuf {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "roost-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+pub struct Broker {
+    pub node: Option<Node>,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+}
+
+impl Broker {
+    pub async fn start() -> Broker {
+        Broker::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Broker {
+        let mut cfg = Config::default();
+        cfg.mqtt.listen = "127.0.0.1:0".parse().unwrap();
+        cfg.node.data_dir = temp_data_dir();
+        tweak(&mut cfg);
+        let data_dir = cfg.node.data_dir.clone();
+        let node = Node::start(cfg).await.expect("broker starts");
+        let addr = node.mqtt_addr().await.expect("listener address");
+        Broker {
+            node: Some(node),
+            addr,
+            data_dir,
+        }
+    }
+
+    pub fn node(&self) -> &Node {
+        self.node.as_ref().expect("running")
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(n) = self.node.take() {
+            tokio::time::timeout(Duration::from_secs(20), n.shutdown())
+                .await
+                .expect("shutdown in time");
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// A raw MQTT client: sends and receives whole packets with our codec.
+pub struct Raw {
+    pub stream: TcpStream,
+    pub version: ProtocolVersion,
+    buf: BytesMut,
+}
+
+impl Raw {
+    pub async fn connect_tcp(addr: SocketAddr, version: ProtocolVersion) -> Raw {
+        let stream = tokio::time::timeout(WAIT, TcpStream::connect(addr))
+            .await
+            .expect("connect in time")
+            .expect("tcp connect");
+        Raw {
+            stream,
+            version,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// TCP connect + CONNECT + CONNACK; returns the CONNACK.
+    pub async fn connect(
+        addr: SocketAddr,
+        version: ProtocolVersion,
+        client_id: &str,
+        clean_start: bool,
+    ) -> (Raw, ConnAck) {
+        Raw::connect_with(addr, connect_packet(version, client_id, clean_start)).await
+    }
+
+    pub async fn connect_with(addr: SocketAddr, c: Connect) -> (Raw, ConnAck) {
+        let mut raw = Raw::connect_tcp(addr, c.protocol).await;
+        raw.send(Packet::Connect(Box::new(c))).await;
+        match raw.recv().await {
+            Some(Packet::ConnAck(a)) => (raw, a),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    pub async fn send(&mut self, p: Packet) {
+        let mut out = BytesMut::new();
+        codec::encode(&p, self.version, &mut out).expect("encode");
+        self.send_bytes(&out).await;
+    }
+
+    pub async fn send_bytes(&mut self, bytes: &[u8]) {
+        let _ = self.stream.write_all(bytes).await;
+    }
+
+    /// The next packet, or None when the server closed the connection.
+    /// Panics after `WAIT` without either.
+    pub async fn recv(&mut self) -> Option<Packet> {
+        tokio::time::timeout(WAIT, self.recv_inner())
+            .await
+            .expect("a packet or a close in time")
+    }
+
+    /// The next packet if one arrives within `d`.
+    pub async fn recv_within(&mut self, d: Duration) -> Option<Packet> {
+        tokio::time::timeout(d, self.recv_inner())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    async fn recv_inner(&mut self) -> Option<Packet> {
+        loop {
+            if let Ok(Some(p)) = codec::decode(&mut self.buf, Some(self.version), 268_435_455) {
+                return Some(p);
+            }
+            match self.stream.read_buf(&mut self.buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    pub async fn subscribe(&mut self, packet_id: u16, filter: &str, qos: QoS) -> SubAck {
+        self.subscribe_opts(
+            packet_id,
+            filter,
+            SubscriptionOptions {
+                qos,
+                ..Default::default()
+            },
+            None,
+        )
+        .await
+    }
+
+    pub async fn subscribe_opts(
+        &mut self,
+        packet_id: u16,
+        filter: &str,
+        options: SubscriptionOptions,
+        id: Option<u32>,
+    ) -> SubAck {
+        let s = Subscribe {
+            packet_id,
+            filters: vec![SubscribeFilter {
+                filter: ByteString::from(filter),
+                options,
+            }],
+            properties: SubscribeProperties {
+                subscription_identifier: id,
+                ..Default::default()
+            },
+        };
+        self.send(Packet::Subscribe(s)).await;
+        match self.recv().await {
+            Some(Packet::SubAck(a)) => a,
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+    }
+
+    pub async fn publish(
+        &mut self,
+        topic: &str,
+        payload: &'static [u8],
+        qos: QoS,
+        retain: bool,
+        packet_id: u16,
+    ) {
+        let p = Publish {
+            qos,
+            retain,
+            topic: ByteString::from(topic),
+            packet_id,
+            payload: bytes::Bytes::from_static(payload),
+            ..Default::default()
+        };
+        self.send(Packet::Publish(p)).await;
+    }
+
+    /// The next PUBLISH, skipping nothing else: any other packet panics.
+    pub async fn expect_publish(&mut self) -> Publish {
+        match self.recv().await {
+            Some(Packet::Publish(p)) => p,
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+    }
+
+    /// Asserts no packet arrives within `d`.
+    pub async fn expect_nothing(&mut self, d: Duration) {
+        if let Some(p) = self.recv_within(d).await {
+            panic!("expected nothing, got {p:?}");
+        }
+    }
+
+    /// Waits for the server to close the connection; returns any packets
+    /// received before the close.
+    pub async fn expect_closed(&mut self) -> Vec<Packet> {
+        let mut got = Vec::new();
+        while let Some(p) = self.recv().await {
+            got.push(p);
+        }
+        got
+    }
+}
+
+pub fn connect_packet(version: ProtocolVersion, client_id: &str, clean_start: bool) -> Connect {
+    Connect {
+        protocol: version,
+        clean_start,
+        keep_alive: 60,
+        client_id: ByteString::from(client_id),
+        will: None,
+        username: None,
+        password: None,
+        properties: ConnectProperties::default(),
+    }
+}
+
+/// Poll `f` until it returns true or `WAIT` passes.
+pub async fn eventually<F, Fut>(mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
