@@ -48,8 +48,8 @@ pub enum DecodeError {
     /// Well formed, but forbidden by the protocol. (reason 0x82)
     #[error("protocol error: {0}")]
     Protocol(&'static str),
-    /// The whole packet, fixed header included, exceeds the limit.
-    /// [MQTT-3.1.2-24] (reason 0x95)
+    /// The whole packet, fixed header included, exceeds the receiver's
+    /// Maximum Packet Size (spec 3.1.2.11.4 and 3.2.2.3.6). (reason 0x95)
     #[error("packet of {size} bytes exceeds the maximum of {max}")]
     PacketTooLarge { size: usize, max: usize },
     /// CONNECT with a protocol level other than 4 or 5, or an MQTT 3.1
@@ -122,7 +122,7 @@ pub fn decode(
     buf: &mut BytesMut,
     version: Option<ProtocolVersion>,
     max_packet_size: u32,
-) -> Result<Option<crate::packet::Packet>, DecodeError> {
+) -> Result<Option<Packet>, DecodeError> {
     let Some(&first) = buf.first() else {
         return Ok(None);
     };

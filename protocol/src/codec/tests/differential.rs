@@ -10,7 +10,7 @@ use proptest::prelude::*;
 
 use super::strategies::{binary, publish, qos, string, subscribe};
 use super::*;
-use crate::packet::{Connect, LastWill, QoS, SubscriptionOptions};
+use crate::packet::{Connect, LastWill, QoS};
 
 const P311: ProtocolVersion = ProtocolVersion::V311;
 
@@ -108,7 +108,6 @@ proptest! {
         let our_filters: Vec<_> =
             s.filters.iter().map(|f| (f.filter.to_string(), theirs_qos(f.options.qos))).collect();
         prop_assert_eq!(theirs_filters, our_filters);
-        prop_assert!(s.filters.iter().all(|f| f.options == SubscriptionOptions { qos: f.options.qos, ..Default::default() }));
 
         let mut buf = BytesMut::new();
         t.write(&mut buf).expect("mqttbytes writes");

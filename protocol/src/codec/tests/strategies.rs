@@ -23,10 +23,6 @@ pub(super) fn string() -> impl Strategy<Value = ByteString> + Clone {
     string_up_to(8)
 }
 
-pub(super) fn nonempty_string() -> impl Strategy<Value = ByteString> + Clone {
-    string().prop_filter("non-empty", |s| !s.is_empty())
-}
-
 pub(super) fn binary() -> impl Strategy<Value = Bytes> + Clone {
     vec(any::<u8>(), 0..12).prop_map(Bytes::from)
 }
