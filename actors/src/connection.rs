@@ -36,6 +36,8 @@ use crate::AbortOnDrop;
 
 const READ_BATCHES_IN_FLIGHT: usize = 4;
 const MAX_BATCH: usize = 256;
+/// Read buffer growth step.
+const READ_CHUNK: usize = 8 * 1024;
 
 pub enum ConnectionMsg {
     /// Decoded packets from the reader task.
@@ -77,6 +79,7 @@ pub struct ConnectionState {
     _reader: AbortOnDrop,
     _writer: AbortOnDrop,
     effects: Vec<Effect>,
+    effects_spare: Vec<Effect>,
 }
 
 impl Actor for Connection {
@@ -129,6 +132,7 @@ impl Actor for Connection {
             _reader: AbortOnDrop(reader),
             _writer: AbortOnDrop(writer),
             effects: Vec::new(),
+            effects_spare: Vec::new(),
         })
     }
 
@@ -198,12 +202,15 @@ impl ConnectionState {
     }
 
     async fn run_effects(&mut self, myself: &ActorRef<ConnectionMsg>) {
+        // Two vectors swapped back and forth: no allocation per packet.
+        let mut batch = std::mem::take(&mut self.effects_spare);
         while !self.effects.is_empty() {
-            let batch: Vec<Effect> = std::mem::take(&mut self.effects);
-            for e in batch {
+            std::mem::swap(&mut batch, &mut self.effects);
+            for e in batch.drain(..) {
                 self.run_effect(myself, e).await;
             }
         }
+        self.effects_spare = batch;
     }
 
     async fn run_effect(&mut self, myself: &ActorRef<ConnectionMsg>, e: Effect) {
@@ -372,7 +379,7 @@ impl Drop for ConnectionState {
 
 async fn read_loop(mut rd: OwnedReadHalf, actor: ActorRef<ConnectionMsg>, max_packet_size: u32) {
     let permits = Arc::new(Semaphore::new(READ_BATCHES_IN_FLIGHT));
-    let mut buf = BytesMut::with_capacity(8 * 1024);
+    let mut buf = BytesMut::new();
     let mut version: Option<ProtocolVersion> = None;
     loop {
         let mut batch = Vec::new();
@@ -408,8 +415,17 @@ async fn read_loop(mut rd: OwnedReadHalf, actor: ActorRef<ConnectionMsg>, max_pa
         if full {
             continue;
         }
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(8 * 1024);
+        if buf.is_empty() {
+            // Idle connections hold no read buffer: wait for readability
+            // first, allocate only when bytes are there.
+            buf = BytesMut::new();
+            if rd.readable().await.is_err() {
+                let _ = actor.cast(ConnectionMsg::ReadClosed(None));
+                return;
+            }
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(READ_CHUNK);
         }
         match rd.read_buf(&mut buf).await {
             Ok(0) | Err(_) => {

@@ -159,30 +159,30 @@ impl Outbound {
 
     /// The writer loop: runs until `close` (after a flush) or a write error.
     pub async fn run_writer<W: AsyncWrite + Unpin>(&self, mut w: W) -> std::io::Result<()> {
-        let mut spare = BytesMut::with_capacity(4096);
+        let mut spare = BytesMut::new();
         loop {
-            let closing = {
+            let has_data = {
                 let mut inner = self.inner.lock();
                 if inner.buf.is_empty() {
                     if inner.closing {
                         break;
                     }
-                    None
+                    false
                 } else {
                     std::mem::swap(&mut inner.buf, &mut spare);
-                    Some(inner.closing)
+                    true
                 }
             };
-            match closing {
-                None => self.notify.notified().await,
-                Some(_) => {
-                    w.write_all(&spare).await?;
-                    spare.clear();
-                    // Do not keep a huge buffer around after a burst.
-                    if spare.capacity() > 1 << 20 {
-                        spare = BytesMut::with_capacity(4096);
-                    }
-                }
+            if !has_data {
+                self.notify.notified().await;
+                continue;
+            }
+            w.write_all(&spare).await?;
+            spare.clear();
+            // Do not keep a big buffer around after a burst: an idle
+            // connection should cost next to nothing.
+            if spare.capacity() > 64 * 1024 {
+                spare = BytesMut::new();
             }
         }
         w.shutdown().await

@@ -9,7 +9,7 @@ use super::worker::{worker, worker_spec, Log, Probe, Worker, WorkerArgs, WorkerM
 use super::*;
 use crate::supervisor::{child_spec_supervisor, tree, Restart, StartCtx};
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn intensity_exceeded_stops_children_and_escalates_to_the_parent() {
     bounded(async {
         let log = Log::default();
@@ -47,7 +47,7 @@ async fn intensity_exceeded_stops_children_and_escalates_to_the_parent() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_static_child_start_fails_the_supervisor_start_naming_the_child() {
     bounded(async {
         let log = Log::default();
@@ -63,7 +63,7 @@ async fn failing_static_child_start_fails_the_supervisor_start_naming_the_child(
         )
         .await;
 
-        let err = result.err().expect("start fails");
+        let err = result.expect_err("start fails");
         let chain = format!("{err} / {:?}", std::error::Error::source(&err));
         assert!(chain.contains("listeners/broken"), "error: {chain}");
         assert_eq!(pn.starts(), 0);
@@ -73,7 +73,7 @@ async fn failing_static_child_start_fails_the_supervisor_start_naming_the_child(
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_the_supervisor_stops_children_in_reverse_start_order() {
     bounded(async {
         let log = Log::default();
@@ -93,7 +93,7 @@ async fn stopping_the_supervisor_stops_children_in_reverse_start_order() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn child_that_does_not_stop_in_time_is_killed_and_restarted() {
     bounded(async {
         let probe = Probe::default();
@@ -115,7 +115,7 @@ async fn child_that_does_not_stop_in_time_is_killed_and_restarted() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_does_not_deadlock_when_the_start_calls_the_supervisor() {
     bounded(async {
         let probe = Probe::default();
@@ -147,7 +147,7 @@ async fn restart_does_not_deadlock_when_the_start_calls_the_supervisor() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn child_failing_right_after_its_restart_is_restarted_again() {
     bounded(async {
         let probe = Probe::default();
@@ -170,7 +170,7 @@ async fn child_failing_right_after_its_restart_is_restarted_again() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_restart_is_retried_until_the_intensity_is_exceeded() {
     bounded(async {
         let probe = Probe::default();

@@ -2,6 +2,7 @@
 //! [`bounded`]; waiting is polling with small sleeps ([`eventually!`]).
 
 mod lifecycle;
+mod state;
 mod strategies;
 mod tree;
 mod worker;

@@ -6,7 +6,7 @@ use super::worker::{worker, Log, WorkerMsg};
 use super::*;
 use crate::supervisor::Restart;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_for_one_restarts_only_the_failed_child() {
     bounded(async {
         let log = Log::default();
@@ -25,7 +25,7 @@ async fn one_for_one_restarts_only_the_failed_child() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_for_all_stops_siblings_in_reverse_then_restarts_all_in_order() {
     bounded(async {
         let log = Log::default();
@@ -46,7 +46,7 @@ async fn one_for_all_stops_siblings_in_reverse_then_restarts_all_in_order() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_for_one_restarts_the_failed_child_and_later_siblings_only() {
     bounded(async {
         let log = Log::default();
@@ -68,7 +68,7 @@ async fn rest_for_one_restarts_the_failed_child_and_later_siblings_only() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permanent_child_is_restarted_even_after_a_normal_stop() {
     bounded(async {
         let log = Log::default();
@@ -85,7 +85,7 @@ async fn permanent_child_is_restarted_even_after_a_normal_stop() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_child_is_restarted_only_after_an_abnormal_exit() {
     bounded(async {
         let log = Log::default();
@@ -112,7 +112,7 @@ async fn transient_child_is_restarted_only_after_an_abnormal_exit() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn temporary_child_is_never_restarted_and_is_removed() {
     bounded(async {
         let log = Log::default();
@@ -129,7 +129,7 @@ async fn temporary_child_is_never_restarted_and_is_removed() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn temporary_sibling_stopped_by_one_for_all_is_removed_not_restarted() {
     bounded(async {
         let log = Log::default();
@@ -146,7 +146,7 @@ async fn temporary_sibling_stopped_by_one_for_all_is_removed_not_restarted() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn panic_in_a_child_is_contained() {
     bounded(async {
         let log = Log::default();
@@ -164,7 +164,7 @@ async fn panic_in_a_child_is_contained() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliberate_sibling_stops_do_not_count_toward_the_intensity() {
     bounded(async {
         let log = Log::default();

@@ -4,7 +4,7 @@ use super::worker::{worker, worker_spec, Log, Probe, WorkerMsg, WorkerOpts};
 use super::*;
 use crate::supervisor::{child_spec_supervisor, restart_path, tree, Restart};
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynamic_start_and_terminate_of_1000_temporary_children() {
     bounded(async {
         let root = spawn_root(args("sessions", Strategy::OneForOne, vec![])).await;
@@ -55,7 +55,7 @@ async fn dynamic_start_and_terminate_of_1000_temporary_children() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_child_reports_a_failing_start_and_an_invalid_name() {
     bounded(async {
         let root = spawn_root(args("", Strategy::OneForOne, vec![])).await;
@@ -87,7 +87,7 @@ async fn nested_tree(log: &Log) -> (ActorRef<SupervisorMsg>, Probe, Probe) {
     (root, pa, px)
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tree_reports_restart_counts_and_nested_supervisors() {
     bounded(async {
         let (root, pa, px) = nested_tree(&Log::default()).await;
@@ -133,7 +133,7 @@ async fn tree_reports_restart_counts_and_nested_supervisors() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_path_restarts_a_nested_child_and_refuses_root_and_unknown_paths() {
     bounded(async {
         let (root, pa, px) = nested_tree(&Log::default()).await;
