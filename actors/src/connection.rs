@@ -36,6 +36,8 @@ use crate::AbortOnDrop;
 
 const READ_BATCHES_IN_FLIGHT: usize = 4;
 const MAX_BATCH: usize = 256;
+/// Opening a session (registry, takeover) must not hang a connection.
+const OPEN_TIMEOUT_MS: u64 = 10_000;
 /// Read buffer growth step.
 const READ_CHUNK: usize = 8 * 1024;
 
@@ -269,11 +271,11 @@ impl ConnectionState {
             conn_id: self.conn_id,
             outbound: self.outbound.clone(),
         };
-        let result = match ractor::call!(registry, |reply| RegistryMsg::Open(Box::new(req), reply))
-        {
-            Ok(r) => r,
-            Err(e) => Err(e.to_string()),
-        };
+        let result =
+            match ractor::call_t!(registry, RegistryMsg::Open, OPEN_TIMEOUT_MS, Box::new(req)) {
+                Ok(r) => r,
+                Err(e) => Err(e.to_string()),
+            };
         let opened = match result {
             Ok(o) => o,
             Err(e) => {

@@ -160,3 +160,51 @@ async fn restart_path_restarts_a_nested_child_and_refuses_root_and_unknown_paths
     })
     .await;
 }
+
+/// Looks like a supervisor (its message type) but never answers `Tree`.
+struct Mute;
+
+impl ractor::Actor for Mute {
+    type Msg = SupervisorMsg;
+    type State = Vec<ractor::RpcReplyPort<crate::supervisor::TreeNode>>;
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<SupervisorMsg>,
+        _args: (),
+    ) -> Result<Self::State, ractor::ActorProcessingErr> {
+        Ok(Vec::new())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<SupervisorMsg>,
+        message: SupervisorMsg,
+        held: &mut Self::State,
+    ) -> Result<(), ractor::ActorProcessingErr> {
+        if let SupervisorMsg::Tree(reply) = message {
+            held.push(reply);
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_supervisor_that_does_not_answer_is_reported_as_a_leaf() {
+    bounded(async {
+        let (a, _) = worker("a", Restart::Permanent, &Log::default());
+        let mute = ChildSpec::for_actor("mute", || (Mute, ()));
+        let root = spawn_root(args("", Strategy::OneForOne, vec![mute, a])).await;
+
+        let asked = tokio::time::Instant::now();
+        let tree = crate::supervisor::tree_within(&root, Duration::from_millis(400))
+            .await
+            .expect("the root answers without the mute child");
+        assert!(asked.elapsed() < Duration::from_millis(400));
+        let mute = tree.find("mute").expect("mute listed");
+        assert_eq!((mute.kind, mute.children.len()), ("supervisor", 0));
+        assert!(tree.find("a").is_some());
+    })
+    .await;
+}
