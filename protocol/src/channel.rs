@@ -120,8 +120,9 @@ pub enum Effect {
         reason: u8,
     },
     PubComp(u16),
-    /// The client sent DISCONNECT. `publish_will` is set only for reason 0x04
-    /// [MQTT-3.1.2-10]; `session_expiry` when the client changed it.
+    /// The client sent DISCONNECT. `publish_will` is set for every reason
+    /// but 0x00 (0x04 and the error codes) [MQTT-3.1.2-10] [MQTT-3.14.4-3];
+    /// `session_expiry` when the client changed it.
     Disconnected {
         publish_will: bool,
         session_expiry: Option<u32>,

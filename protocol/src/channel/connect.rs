@@ -25,7 +25,12 @@ impl Channel {
         };
         self.requested_expiry = asked_expiry;
         self.session_expiry = asked_expiry.min(self.config.max_session_expiry);
-        self.keep_alive = self.config.server_keep_alive.unwrap_or(c.keep_alive);
+        // Server Keep Alive exists only in a 5.0 CONNACK [MQTT-3.2.2-21]: a
+        // 3.1.1 client is never told, so it is held to its own value.
+        self.keep_alive = match (c.protocol, self.config.server_keep_alive) {
+            (ProtocolVersion::V5, Some(k)) => k,
+            _ => c.keep_alive,
+        };
         self.client_id = Some(client_id.clone());
         self.state = ChannelState::Connecting;
         out.push(Effect::Connect(Box::new(ConnectInfo {

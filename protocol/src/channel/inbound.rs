@@ -57,6 +57,10 @@ impl Channel {
             return Err(reason::RETAIN_NOT_SUPPORTED); // [MQTT-3.2.2-14]
         }
         self.resolve_alias(p)?;
+        if p.topic.is_empty() {
+            // 5.0 §3.3.2.1: an empty Topic Name without a Topic Alias.
+            return Err(reason::PROTOCOL_ERROR);
+        }
         if self.check_topic_name(&p.topic).is_err() {
             return Err(reason::TOPIC_NAME_INVALID); // [MQTT-3.3.2-2]
         }
@@ -150,15 +154,18 @@ impl Channel {
     pub(super) fn handle_disconnect(&mut self, d: Disconnect, out: &mut Vec<Effect>) {
         let mut session_expiry = None;
         if let Some(e) = d.properties.session_expiry_interval {
-            if self.session_expiry == 0 && e != 0 {
-                // [MQTT-3.14.2-2]
+            // 5.0 §3.14.2.2.2: non-zero after zero *in CONNECT* (not after
+            // our cap) is a protocol error.
+            if self.requested_expiry == 0 && e != 0 {
                 self.close(Some(reason::PROTOCOL_ERROR), out);
                 return;
             }
             self.session_expiry = e.min(self.config.max_session_expiry);
             session_expiry = Some(self.session_expiry);
         }
-        let publish_will = d.reason == reason::DISCONNECT_WITH_WILL;
+        // [MQTT-3.14.4-3] only 0x00 discards the will; 0x04 and every error
+        // reason keep it. [MQTT-3.1.2-10]
+        let publish_will = d.reason != reason::NORMAL_DISCONNECTION;
         out.push(Effect::Disconnected {
             publish_will,
             session_expiry,

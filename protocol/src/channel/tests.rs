@@ -2,7 +2,9 @@
 //! effects it asks the connection actor to carry out.
 //!
 //! `connect.rs`: CONNECT validation, the CONNACK, the states around them.
-//! `inbound.rs`: PUBLISH, acknowledgements, SUBSCRIBE, DISCONNECT, keep alive.
+//! `inbound.rs`: PUBLISH, acknowledgements, topic aliases, AUTH, PINGREQ.
+//! `subscribe.rs`: SUBSCRIBE / UNSUBSCRIBE, SUBACK / UNSUBACK.
+//! `disconnect.rs`: DISCONNECT and keep alive.
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +14,9 @@ use bytestring::ByteString;
 use super::*;
 
 mod connect;
+mod disconnect;
 mod inbound;
+mod subscribe;
 
 const V311: ProtocolVersion = ProtocolVersion::V311;
 const V5: ProtocolVersion = ProtocolVersion::V5;
@@ -26,7 +30,12 @@ fn new_channel(config: ChannelConfig) -> (Channel, Instant) {
 }
 
 /// A CONNECT with no will, credentials or properties.
-fn connect_packet(version: ProtocolVersion, client_id: &str, clean_start: bool, keep_alive: u16) -> Connect {
+fn connect_packet(
+    version: ProtocolVersion,
+    client_id: &str,
+    clean_start: bool,
+    keep_alive: u16,
+) -> Connect {
     Connect {
         protocol: version,
         clean_start,
@@ -116,7 +125,11 @@ fn close(code: Option<u8>) -> Vec<Effect> {
 /// The CONNACK + Close of a refused CONNECT. [MQTT-3.2.2-6]
 fn refused(code: u8) -> Vec<Effect> {
     vec![
-        Effect::Send(Packet::ConnAck(ConnAck { session_present: false, code, properties: ConnAckProperties::default() })),
+        Effect::Send(Packet::ConnAck(ConnAck {
+            session_present: false,
+            code,
+            properties: ConnAckProperties::default(),
+        })),
         Effect::Close { reason: None },
     ]
 }

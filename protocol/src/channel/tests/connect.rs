@@ -41,13 +41,30 @@ fn v311_clean_session_is_accepted_with_zero_session_expiry() {
 #[test]
 fn v311_persistent_session_lasts_until_the_broker_cap() {
     // [MQTT-3.1.2-4] (3.1.1) a persistent session has no expiry of its own.
-    let config = ChannelConfig { max_session_expiry: 600, ..ChannelConfig::default() };
+    let config = ChannelConfig {
+        max_session_expiry: 600,
+        ..ChannelConfig::default()
+    };
     let (mut ch, now) = new_channel(config);
     let got = accept(&mut ch, connect_packet(V311, "c1", false, 30), now);
-    assert_eq!(got, ConnectInfo { clean_start: false, session_expiry: 600, ..info(V311, "c1") });
+    assert_eq!(
+        got,
+        ConnectInfo {
+            clean_start: false,
+            session_expiry: 600,
+            ..info(V311, "c1")
+        }
+    );
     assert_eq!(ch.session_expiry(), 600);
     // 3.1.1 has no CONNACK properties to announce the cap in.
-    assert_eq!(connack(&mut ch, true, &got), ConnAck { session_present: true, code: 0, properties: ConnAckProperties::default() });
+    assert_eq!(
+        connack(&mut ch, true, &got),
+        ConnAck {
+            session_present: true,
+            code: 0,
+            properties: ConnAckProperties::default()
+        }
+    );
 }
 
 #[test]
@@ -57,7 +74,13 @@ fn v5_defaults_when_the_client_sends_no_properties() {
     // Maximum = 0 (no aliases towards the client).
     let (mut ch, now) = new_channel(ChannelConfig::default());
     let got = accept(&mut ch, connect_packet(V5, "c1", false, 30), now);
-    assert_eq!(got, ConnectInfo { clean_start: false, ..info(V5, "c1") });
+    assert_eq!(
+        got,
+        ConnectInfo {
+            clean_start: false,
+            ..info(V5, "c1")
+        }
+    );
 }
 
 #[test]
@@ -69,45 +92,79 @@ fn v5_client_limits_are_passed_to_the_session() {
     c.properties.maximum_packet_size = Some(4096);
     c.properties.topic_alias_maximum = Some(5);
     let got = accept(&mut ch, c, now);
-    let want = ConnectInfo { session_expiry: 300, receive_maximum: 10, maximum_packet_size: 4096, topic_alias_maximum: 5, ..info(V5, "c1") };
+    let want = ConnectInfo {
+        session_expiry: 300,
+        receive_maximum: 10,
+        maximum_packet_size: 4096,
+        topic_alias_maximum: 5,
+        ..info(V5, "c1")
+    };
     assert_eq!(got, want);
     // Not capped: no Session Expiry Interval in CONNACK (MQTT 5.0 §3.2.2.3.2).
-    assert_eq!(connack(&mut ch, false, &got).properties.session_expiry_interval, None);
+    assert_eq!(
+        connack(&mut ch, false, &got)
+            .properties
+            .session_expiry_interval,
+        None
+    );
 }
 
 #[test]
 fn v5_session_expiry_is_capped_and_the_cap_announced_in_connack() {
     // MQTT 5.0 §3.2.2.3.2: the server tells the client the interval it uses.
-    let config = ChannelConfig { max_session_expiry: 3600, ..ChannelConfig::default() };
+    let config = ChannelConfig {
+        max_session_expiry: 3600,
+        ..ChannelConfig::default()
+    };
     let (mut ch, now) = new_channel(config);
     let mut c = connect_packet(V5, "c1", false, 30);
     c.properties.session_expiry_interval = Some(u32::MAX);
     let got = accept(&mut ch, c, now);
     assert_eq!(got.session_expiry, 3600);
     assert_eq!(ch.session_expiry(), 3600);
-    assert_eq!(connack(&mut ch, false, &got).properties.session_expiry_interval, Some(3600));
+    assert_eq!(
+        connack(&mut ch, false, &got)
+            .properties
+            .session_expiry_interval,
+        Some(3600)
+    );
 }
 
 #[test]
 fn server_keep_alive_overrides_the_v5_client_value() {
     // [MQTT-3.2.2-21] the client must use the Server Keep Alive.
-    let config = ChannelConfig { server_keep_alive: Some(5), ..ChannelConfig::default() };
+    let config = ChannelConfig {
+        server_keep_alive: Some(5),
+        ..ChannelConfig::default()
+    };
     let (mut ch, now) = new_channel(config);
     let got = accept(&mut ch, connect_packet(V5, "c1", true, 60), now);
     assert_eq!(got.keep_alive, 5);
     assert_eq!(ch.keep_alive(), 5);
-    assert_eq!(connack(&mut ch, false, &got).properties.server_keep_alive, Some(5));
+    assert_eq!(
+        connack(&mut ch, false, &got).properties.server_keep_alive,
+        Some(5)
+    );
 }
 
 #[test]
 fn server_keep_alive_does_not_apply_to_v311_which_cannot_be_told() {
     // A 3.1.1 CONNACK has no properties: the client keeps its own value, and
     // the server must time it out by that value. [MQTT-3.1.2-24] (3.1.1)
-    let config = ChannelConfig { server_keep_alive: Some(5), ..ChannelConfig::default() };
+    let config = ChannelConfig {
+        server_keep_alive: Some(5),
+        ..ChannelConfig::default()
+    };
     let (mut ch, now) = new_channel(config.clone());
-    assert_eq!(accept(&mut ch, connect_packet(V311, "c1", true, 60), now).keep_alive, 60);
+    assert_eq!(
+        accept(&mut ch, connect_packet(V311, "c1", true, 60), now).keep_alive,
+        60
+    );
     let (mut ch, now) = new_channel(config);
-    assert_eq!(accept(&mut ch, connect_packet(V311, "c1", true, 0), now).keep_alive, 0);
+    assert_eq!(
+        accept(&mut ch, connect_packet(V311, "c1", true, 0), now).keep_alive,
+        0
+    );
 }
 
 #[test]
@@ -115,10 +172,20 @@ fn v5_empty_client_id_is_assigned_and_returned_in_connack() {
     // [MQTT-3.1.3-6] [MQTT-3.2.2-16] even without Clean Start in 5.0.
     let (mut ch, now) = new_channel(ChannelConfig::default());
     let got = accept(&mut ch, connect_packet(V5, "", false, 30), now);
-    assert_eq!(got, ConnectInfo { assigned: true, clean_start: false, ..info(V5, ASSIGNED) });
+    assert_eq!(
+        got,
+        ConnectInfo {
+            assigned: true,
+            clean_start: false,
+            ..info(V5, ASSIGNED)
+        }
+    );
     assert_eq!(ch.client_id(), Some(&ClientId::new(ASSIGNED)));
     let ack = connack(&mut ch, false, &got);
-    assert_eq!(ack.properties.assigned_client_identifier, Some(ByteString::from(ASSIGNED)));
+    assert_eq!(
+        ack.properties.assigned_client_identifier,
+        Some(ByteString::from(ASSIGNED))
+    );
 }
 
 #[test]
@@ -126,9 +193,18 @@ fn v311_empty_client_id_with_clean_session_is_assigned() {
     // [MQTT-3.1.3-6] (3.1.1)
     let (mut ch, now) = new_channel(ChannelConfig::default());
     let got = accept(&mut ch, connect_packet(V311, "", true, 30), now);
-    assert_eq!(got, ConnectInfo { assigned: true, ..info(V311, ASSIGNED) });
+    assert_eq!(
+        got,
+        ConnectInfo {
+            assigned: true,
+            ..info(V311, ASSIGNED)
+        }
+    );
     // 3.1.1 cannot carry the assigned id: no properties at all.
-    assert_eq!(connack(&mut ch, false, &got).properties, ConnAckProperties::default());
+    assert_eq!(
+        connack(&mut ch, false, &got).properties,
+        ConnAckProperties::default()
+    );
 }
 
 #[test]
@@ -136,7 +212,11 @@ fn v311_empty_client_id_without_clean_session_is_refused() {
     // [MQTT-3.1.3-8] (3.1.1) CONNACK "identifier rejected" (0x85, return
     // code 2 on the wire), then close.
     let (mut ch, now) = new_channel(ChannelConfig::default());
-    let effects = feed(&mut ch, Packet::Connect(Box::new(connect_packet(V311, "", false, 30))), now);
+    let effects = feed(
+        &mut ch,
+        Packet::Connect(Box::new(connect_packet(V311, "", false, 30))),
+        now,
+    );
     assert_eq!(effects, refused(reason::CLIENT_IDENTIFIER_NOT_VALID));
     assert_eq!(ch.state(), ChannelState::Closed);
     assert_eq!(ch.client_id(), None);
@@ -146,13 +226,23 @@ fn v311_empty_client_id_without_clean_session_is_refused() {
 fn client_id_longer_than_the_limit_is_refused() {
     // [MQTT-3.1.3-5] the server may refuse ids it does not allow.
     for version in [V311, V5] {
-        let config = ChannelConfig { max_client_id_len: 8, ..ChannelConfig::default() };
+        let config = ChannelConfig {
+            max_client_id_len: 8,
+            ..ChannelConfig::default()
+        };
         let (mut ch, now) = new_channel(config.clone());
-        let effects = feed(&mut ch, Packet::Connect(Box::new(connect_packet(version, "123456789", true, 30))), now);
+        let effects = feed(
+            &mut ch,
+            Packet::Connect(Box::new(connect_packet(version, "123456789", true, 30))),
+            now,
+        );
         assert_eq!(effects, refused(reason::CLIENT_IDENTIFIER_NOT_VALID));
 
         let (mut ch, now) = new_channel(config);
-        assert_eq!(accept(&mut ch, connect_packet(version, "12345678", true, 30), now).client_id, ClientId::new("12345678"));
+        assert_eq!(
+            accept(&mut ch, connect_packet(version, "12345678", true, 30), now).client_id,
+            ClientId::new("12345678")
+        );
     }
 }
 
@@ -162,12 +252,18 @@ fn zero_receive_maximum_or_packet_size_is_a_protocol_error() {
     let mut c = connect_packet(V5, "c1", true, 30);
     c.properties.receive_maximum = Some(0);
     let (mut ch, now) = new_channel(ChannelConfig::default());
-    assert_eq!(feed(&mut ch, Packet::Connect(Box::new(c)), now), refused(reason::PROTOCOL_ERROR));
+    assert_eq!(
+        feed(&mut ch, Packet::Connect(Box::new(c)), now),
+        refused(reason::PROTOCOL_ERROR)
+    );
 
     let mut c = connect_packet(V5, "c1", true, 30);
     c.properties.maximum_packet_size = Some(0);
     let (mut ch, now) = new_channel(ChannelConfig::default());
-    assert_eq!(feed(&mut ch, Packet::Connect(Box::new(c)), now), refused(reason::PROTOCOL_ERROR));
+    assert_eq!(
+        feed(&mut ch, Packet::Connect(Box::new(c)), now),
+        refused(reason::PROTOCOL_ERROR)
+    );
 }
 
 #[test]
@@ -176,7 +272,10 @@ fn authentication_method_is_refused_as_bad_method() {
     let mut c = connect_packet(V5, "c1", true, 30);
     c.properties.authentication_method = Some("SCRAM-SHA-1".into());
     let (mut ch, now) = new_channel(ChannelConfig::default());
-    assert_eq!(feed(&mut ch, Packet::Connect(Box::new(c)), now), refused(reason::BAD_AUTHENTICATION_METHOD));
+    assert_eq!(
+        feed(&mut ch, Packet::Connect(Box::new(c)), now),
+        refused(reason::BAD_AUTHENTICATION_METHOD)
+    );
     // The connection is closed: a following AUTH does nothing more.
     assert_eq!(feed(&mut ch, Packet::Auth(Auth::default()), now), vec![]);
 }
@@ -189,38 +288,63 @@ fn will_with_an_invalid_topic_is_refused() {
         let mut c = connect_packet(V5, "c1", true, 30);
         c.will = Some(will(topic, QoS::AtMostOnce, false));
         let (mut ch, now) = new_channel(ChannelConfig::default());
-        assert_eq!(feed(&mut ch, Packet::Connect(Box::new(c)), now), refused(reason::TOPIC_NAME_INVALID), "{topic:?}");
+        assert_eq!(
+            feed(&mut ch, Packet::Connect(Box::new(c)), now),
+            refused(reason::TOPIC_NAME_INVALID),
+            "{topic:?}"
+        );
     }
     // More levels than the broker allows.
     let mut c = connect_packet(V311, "c1", true, 30);
     c.will = Some(will("a/b/c", QoS::AtMostOnce, false));
-    let (mut ch, now) = new_channel(ChannelConfig { max_topic_levels: 2, ..ChannelConfig::default() });
-    assert_eq!(feed(&mut ch, Packet::Connect(Box::new(c)), now), refused(reason::TOPIC_NAME_INVALID));
+    let (mut ch, now) = new_channel(ChannelConfig {
+        max_topic_levels: 2,
+        ..ChannelConfig::default()
+    });
+    assert_eq!(
+        feed(&mut ch, Packet::Connect(Box::new(c)), now),
+        refused(reason::TOPIC_NAME_INVALID)
+    );
 }
 
 #[test]
 fn will_qos_above_maximum_qos_is_refused() {
     // [MQTT-3.2.2-12] 0x9B QoS not supported.
-    let config = ChannelConfig { max_qos: QoS::AtLeastOnce, ..ChannelConfig::default() };
+    let config = ChannelConfig {
+        max_qos: QoS::AtLeastOnce,
+        ..ChannelConfig::default()
+    };
     let mut c = connect_packet(V5, "c1", true, 30);
     c.will = Some(will("w", QoS::ExactlyOnce, false));
     let (mut ch, now) = new_channel(config.clone());
-    assert_eq!(feed(&mut ch, Packet::Connect(Box::new(c)), now), refused(reason::QOS_NOT_SUPPORTED));
+    assert_eq!(
+        feed(&mut ch, Packet::Connect(Box::new(c)), now),
+        refused(reason::QOS_NOT_SUPPORTED)
+    );
 
     let mut c = connect_packet(V5, "c1", true, 30);
     c.will = Some(will("w", QoS::AtLeastOnce, false));
     let (mut ch, now) = new_channel(config);
-    assert_eq!(accept(&mut ch, c, now).will, Some(will("w", QoS::AtLeastOnce, false)));
+    assert_eq!(
+        accept(&mut ch, c, now).will,
+        Some(will("w", QoS::AtLeastOnce, false))
+    );
 }
 
 #[test]
 fn retained_will_without_retain_available_is_refused() {
     // [MQTT-3.2.2-13] 0x9A Retain not supported.
-    let config = ChannelConfig { retain_available: false, ..ChannelConfig::default() };
+    let config = ChannelConfig {
+        retain_available: false,
+        ..ChannelConfig::default()
+    };
     let mut c = connect_packet(V5, "c1", true, 30);
     c.will = Some(will("w", QoS::AtMostOnce, true));
     let (mut ch, now) = new_channel(config.clone());
-    assert_eq!(feed(&mut ch, Packet::Connect(Box::new(c)), now), refused(reason::RETAIN_NOT_SUPPORTED));
+    assert_eq!(
+        feed(&mut ch, Packet::Connect(Box::new(c)), now),
+        refused(reason::RETAIN_NOT_SUPPORTED)
+    );
 
     let mut c = connect_packet(V5, "c1", true, 30);
     c.will = Some(will("w", QoS::AtMostOnce, false));
@@ -240,7 +364,14 @@ fn v5_connack_announces_the_broker_limits() {
         topic_alias_maximum: Some(65535),
         ..ConnAckProperties::default()
     };
-    assert_eq!(ack, ConnAck { session_present: true, code: reason::SUCCESS, properties: want });
+    assert_eq!(
+        ack,
+        ConnAck {
+            session_present: true,
+            code: reason::SUCCESS,
+            properties: want
+        }
+    );
     assert_eq!(ch.state(), ChannelState::Connected);
 }
 
@@ -265,11 +396,11 @@ fn v5_connack_announces_disabled_features() {
         maximum_packet_size: Some(2048),
         // 0 is the default: not sent (§3.2.2.3.8).
         topic_alias_maximum: None,
-        maximum_qos: Some(1),                          // [MQTT-3.2.2-9]
-        retain_available: Some(0),                     // §3.2.2.3.5
-        wildcard_subscription_available: Some(0),      // §3.2.2.3.11
-        shared_subscription_available: Some(0),        // §3.2.2.3.13
-        subscription_identifiers_available: Some(0),   // §3.2.2.3.12
+        maximum_qos: Some(1),                        // [MQTT-3.2.2-9]
+        retain_available: Some(0),                   // §3.2.2.3.5
+        wildcard_subscription_available: Some(0),    // §3.2.2.3.11
+        shared_subscription_available: Some(0),      // §3.2.2.3.13
+        subscription_identifiers_available: Some(0), // §3.2.2.3.12
         ..ConnAckProperties::default()
     };
     assert_eq!(connack(&mut ch, false, &got).properties, want);
@@ -277,7 +408,12 @@ fn v5_connack_announces_disabled_features() {
 
 #[test]
 fn v311_connack_has_no_properties() {
-    let config = ChannelConfig { max_session_expiry: 10, server_keep_alive: Some(5), max_qos: QoS::AtMostOnce, ..ChannelConfig::default() };
+    let config = ChannelConfig {
+        max_session_expiry: 10,
+        server_keep_alive: Some(5),
+        max_qos: QoS::AtMostOnce,
+        ..ChannelConfig::default()
+    };
     let (mut ch, now) = new_channel(config);
     let got = accept(&mut ch, connect_packet(V311, "", true, 30), now);
     assert_eq!(connack(&mut ch, false, &got), ConnAck::default());
@@ -320,7 +456,14 @@ fn any_packet_before_connect_closes_without_a_reason() {
         assert_eq!(feed(&mut ch, p.clone(), now), close(None), "{p:?}");
         assert_eq!(ch.state(), ChannelState::Closed);
         // Nothing is processed after the close.
-        assert_eq!(feed(&mut ch, Packet::Connect(Box::new(connect_packet(V5, "c1", true, 30))), now), vec![]);
+        assert_eq!(
+            feed(
+                &mut ch,
+                Packet::Connect(Box::new(connect_packet(V5, "c1", true, 30))),
+                now
+            ),
+            vec![]
+        );
     }
 }
 
@@ -329,7 +472,10 @@ fn second_connect_is_a_protocol_error() {
     // [MQTT-3.1.0-2]
     let (mut ch, now) = connected(V5);
     let again = Packet::Connect(Box::new(connect_packet(V5, "c1", true, 30)));
-    assert_eq!(feed(&mut ch, again.clone(), now), close(Some(reason::PROTOCOL_ERROR)));
+    assert_eq!(
+        feed(&mut ch, again.clone(), now),
+        close(Some(reason::PROTOCOL_ERROR))
+    );
     assert_eq!(ch.state(), ChannelState::Closed);
     assert_eq!(feed(&mut ch, again, now), vec![]);
 }
@@ -339,11 +485,17 @@ fn packets_while_the_session_opens_are_a_protocol_error() {
     let (mut ch, now) = new_channel(ChannelConfig::default());
     accept(&mut ch, connect_packet(V5, "c1", true, 30), now);
     let again = Packet::Connect(Box::new(connect_packet(V5, "c1", true, 30)));
-    assert_eq!(feed(&mut ch, again, now), close(Some(reason::PROTOCOL_ERROR)));
+    assert_eq!(
+        feed(&mut ch, again, now),
+        close(Some(reason::PROTOCOL_ERROR))
+    );
 
     let (mut ch, now) = new_channel(ChannelConfig::default());
     accept(&mut ch, connect_packet(V5, "c1", true, 30), now);
-    assert_eq!(feed(&mut ch, Packet::PingReq, now), close(Some(reason::PROTOCOL_ERROR)));
+    assert_eq!(
+        feed(&mut ch, Packet::PingReq, now),
+        close(Some(reason::PROTOCOL_ERROR))
+    );
 }
 
 #[test]
