@@ -316,14 +316,19 @@ impl ConnectionState {
                 Counters::inc(&self.ctx.counters.malformed_packets);
                 warn!(error = %e, "malformed_packet");
                 if self.channel.state() == ChannelState::Idle {
-                    // Refused before CONNECT was understood: CONNACK in the
-                    // only format every client reads. [MQTT-3.1.2-2]
-                    let code = e.reason_code();
-                    let ack = Packet::ConnAck(ConnAck {
-                        code,
-                        ..ConnAck::default()
-                    });
-                    let _ = self.outbound.send(&ack, ProtocolVersion::V311);
+                    // Before CONNECT was understood only an unsupported
+                    // protocol level is answered, with a CONNACK in the only
+                    // format every client reads [MQTT-3.1.2-2]. Anything
+                    // else closes without CONNACK: a malformed CONNECT
+                    // [MQTT-3.1.4-1] (3.1.1), or a first packet that is no
+                    // CONNECT at all [MQTT-3.1.0-1].
+                    if let DecodeError::UnsupportedProtocolVersion(_) = e {
+                        let ack = Packet::ConnAck(ConnAck {
+                            code: e.reason_code(),
+                            ..ConnAck::default()
+                        });
+                        let _ = self.outbound.send(&ack, ProtocolVersion::V311);
+                    }
                     self.channel.close(None, &mut self.effects);
                 } else {
                     self.channel.close(Some(e.reason_code()), &mut self.effects);

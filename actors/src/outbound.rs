@@ -68,6 +68,11 @@ impl Outbound {
         self.max_packet_size.store(max, Ordering::Relaxed);
     }
 
+    /// The client's Maximum Packet Size (u32::MAX when it set none).
+    pub fn max_packet_size(&self) -> u32 {
+        self.max_packet_size.load(Ordering::Relaxed)
+    }
+
     /// True once an append failed for lack of room.
     pub fn overflowed(&self) -> bool {
         self.overflowed.load(Ordering::Relaxed)
@@ -115,6 +120,26 @@ impl Outbound {
             return Err(SendError::Overflow);
         }
         Ok(too_large)
+    }
+
+    /// Encode under one lock with the caller's own per-packet decisions:
+    /// the session applies topic aliases and the client's Maximum Packet
+    /// Size packet by packet, because whether one PUBLISH is written decides
+    /// how the next one may refer to its topic. Overflow as for `send_all`.
+    pub fn encode_with<R>(&self, encode: impl FnOnce(&mut BytesMut) -> R) -> Result<R, SendError> {
+        let mut inner = self.inner.lock();
+        if inner.closing {
+            return Err(SendError::Closed);
+        }
+        let r = encode(&mut inner.buf);
+        let over = inner.buf.len() > self.limit;
+        drop(inner);
+        self.notify.notify_one();
+        if over {
+            self.overflowed.store(true, Ordering::Relaxed);
+            return Err(SendError::Overflow);
+        }
+        Ok(r)
     }
 
     fn append(

@@ -17,7 +17,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use roost_protocol::channel::{suback, unsuback, ConnectInfo, SubscribeRequest};
 use roost_protocol::packet::{reason, LastWill, Packet, ProtocolVersion, RetainHandling};
 use roost_protocol::session::SessionState;
-use roost_protocol::{topic, ClientId, Delivery, Message};
+use roost_protocol::{codec, topic, ClientId, Delivery, Message};
 use tracing::{debug, info, warn};
 
 use crate::broker::{BrokerCtx, Counters};
@@ -110,6 +110,40 @@ impl ConnLink {
     fn detach(mut self) -> ActorRef<ConnectionMsg> {
         self.conn.take().expect("conn is set until detach")
     }
+
+    /// Encode `packets` into the connection's buffer under one lock, with
+    /// topic aliases. A PUBLISH over the client's Maximum Packet Size is not
+    /// written [MQTT-3.1.2-24] and leaves no alias behind (the client never
+    /// saw its topic); its packet id goes to `unsent`. Returns the number of
+    /// packets written.
+    fn write(&mut self, packets: &mut [Packet], unsent: &mut Vec<u16>) -> Result<usize, SendError> {
+        let (version, aliases) = (self.version, &mut self.aliases);
+        let max = self.outbound.max_packet_size() as usize;
+        self.outbound.encode_with(|buf| {
+            let mut written = 0;
+            for p in packets.iter_mut() {
+                let start = buf.len();
+                let new_alias = match p {
+                    Packet::Publish(p) => aliases.apply(p),
+                    _ => None,
+                };
+                if codec::encode(p, version, buf).is_ok() && buf.len() - start <= max {
+                    written += 1;
+                    continue;
+                }
+                buf.truncate(start);
+                if let Some(topic) = new_alias {
+                    aliases.map.remove(&topic);
+                }
+                match p {
+                    Packet::Publish(p) if p.packet_id != 0 => unsent.push(p.packet_id),
+                    Packet::Publish(_) => {}
+                    other => warn!(kind = other.kind(), "encode_failed"),
+                }
+            }
+            written
+        })
+    }
 }
 
 impl Drop for ConnLink {
@@ -127,17 +161,24 @@ struct OutboundAliases {
 }
 
 impl OutboundAliases {
-    fn apply(&mut self, p: &mut roost_protocol::Publish) {
+    /// Replace the topic by its alias, or set up a new alias. Returns the
+    /// topic of a new alias, so that the caller can take it back if the
+    /// packet is not sent after all.
+    fn apply(&mut self, p: &mut roost_protocol::Publish) -> Option<ByteString> {
         if self.max == 0 {
-            return;
+            return None;
         }
         if let Some(&alias) = self.map.get(&p.topic) {
             p.properties.topic_alias = Some(alias);
             p.topic = ByteString::new();
+            None
         } else if self.map.len() < usize::from(self.max) {
             let alias = self.map.len() as u16 + 1;
             self.map.insert(p.topic.clone(), alias);
             p.properties.topic_alias = Some(alias);
+            Some(p.topic.clone())
+        } else {
+            None
         }
     }
 }
@@ -260,32 +301,37 @@ impl SessionActorState {
         self.flush();
     }
 
-    /// Write every packet in `out` to the attached connection.
+    /// Write every packet in `out` to the attached connection. A message
+    /// too large for the client is discarded as if its delivery had
+    /// completed [MQTT-3.1.2-25]: it frees its slot in the window, and what
+    /// that lets out of the queue is written in the next round.
     fn flush(&mut self) {
-        if self.out.is_empty() {
-            return;
-        }
-        let Some(link) = self.link.as_mut() else {
+        let mut unsent = Vec::new();
+        while !self.out.is_empty() {
+            let Some(link) = self.link.as_mut() else {
+                self.out.clear();
+                return;
+            };
+            let result = link.write(&mut self.out, &mut unsent);
             self.out.clear();
-            return;
-        };
-        for p in self.out.iter_mut() {
-            if let Packet::Publish(p) = p {
-                link.aliases.apply(p);
+            match result {
+                Ok(n) => Counters::add(&self.ctx.counters.messages_delivered, n as u64),
+                Err(SendError::Overflow) => {
+                    warn!(client_id = %self.client_id, "outbound_buffer_overflow");
+                    Counters::inc(&self.ctx.counters.connections_force_closed);
+                    self.kick(reason::QUOTA_EXCEEDED);
+                    return;
+                }
+                Err(_) => return,
             }
-        }
-        let result = link.outbound.send_all(&self.out, link.version);
-        Counters::add(&self.ctx.counters.messages_delivered, self.out.len() as u64);
-        self.out.clear();
-        match result {
-            Ok(0) => {}
-            Ok(n) => debug!(dropped = n, "publish_exceeds_client_max_packet_size"),
-            Err(SendError::Overflow) => {
-                warn!(client_id = %self.client_id, "outbound_buffer_overflow");
-                Counters::inc(&self.ctx.counters.connections_force_closed);
-                self.kick(reason::QUOTA_EXCEEDED);
+            if !unsent.is_empty() {
+                let (client_id, dropped) = (&self.client_id, unsent.len());
+                debug!(%client_id, dropped, "publish_exceeds_client_max_packet_size");
             }
-            Err(_) => {}
+            let now = Instant::now();
+            for id in unsent.drain(..) {
+                self.session.discard_unsendable(id, now, &mut self.out);
+            }
         }
     }
 

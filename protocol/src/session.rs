@@ -314,6 +314,21 @@ impl SessionState {
         Ok(())
     }
 
+    /// The message with this packet id could not be sent (it is larger
+    /// than the client's Maximum Packet Size): it is discarded and counts
+    /// as delivered, freeing its slot in the window [MQTT-3.1.2-25]. Ids
+    /// not awaiting a PUBACK or PUBREC are left alone.
+    pub fn discard_unsendable(&mut self, packet_id: u16, now: Instant, out: &mut Vec<Packet>) {
+        if let Some(Inflight {
+            stage: Stage::Publish(_),
+            ..
+        }) = self.inflight.get(&packet_id)
+        {
+            self.inflight.remove(&packet_id);
+            self.fill(now, out);
+        }
+    }
+
     /// A connection (re)attached: resend every unacknowledged PUBLISH with
     /// DUP set and every PUBREL, in original order [MQTT-4.4.0-1], then fill
     /// the window from the queue.

@@ -263,3 +263,110 @@ where
     }
     false
 }
+
+/// Short waits for "nothing else arrives" checks: long enough for a packet
+/// already on its way over loopback, short enough to keep the suite fast.
+pub const QUIET: Duration = Duration::from_millis(300);
+
+impl Raw {
+    /// The next packet; panics if the server closed the connection.
+    pub async fn expect_packet(&mut self) -> Packet {
+        match self.recv().await {
+            Some(p) => p,
+            None => panic!("expected a packet, the connection was closed"),
+        }
+    }
+
+    /// Every byte the server sends until it closes the connection (bounded
+    /// by `WAIT`), for byte-exact assertions on refusals.
+    pub async fn read_raw_until_closed(&mut self) -> Vec<u8> {
+        let mut got = self.buf.split().to_vec();
+        let read = async {
+            let mut chunk = [0u8; 1024];
+            loop {
+                match self.stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => got.extend_from_slice(&chunk[..n]),
+                }
+            }
+        };
+        tokio::time::timeout(WAIT, read)
+            .await
+            .expect("the server closes the connection in time");
+        got
+    }
+
+    pub async fn send_publish(&mut self, p: Publish) {
+        self.send(Packet::Publish(p)).await;
+    }
+
+    pub async fn puback(&mut self, packet_id: u16) {
+        self.send(Packet::PubAck(Ack::new(packet_id))).await;
+    }
+
+    pub async fn pubrec(&mut self, packet_id: u16) {
+        self.send(Packet::PubRec(Ack::new(packet_id))).await;
+    }
+
+    pub async fn pubrel(&mut self, packet_id: u16) {
+        self.send(Packet::PubRel(Ack::new(packet_id))).await;
+    }
+
+    pub async fn pubcomp(&mut self, packet_id: u16) {
+        self.send(Packet::PubComp(Ack::new(packet_id))).await;
+    }
+
+    /// A normal DISCONNECT, then waits for the server to close.
+    pub async fn disconnect(mut self) {
+        self.send(Packet::Disconnect(Disconnect::default())).await;
+        let rest = self.expect_closed().await;
+        assert!(rest.is_empty(), "nothing after DISCONNECT, got {rest:?}");
+    }
+
+    /// Publishes at QoS 1 and waits for the PUBACK.
+    pub async fn publish_qos1(&mut self, topic: &str, payload: impl Into<bytes::Bytes>, id: u16) {
+        self.send_publish(publish(topic, payload, QoS::AtLeastOnce, id))
+            .await;
+        match self.recv().await {
+            Some(Packet::PubAck(a)) if a.packet_id == id => {}
+            other => panic!("expected PUBACK {id}, got {other:?}"),
+        }
+    }
+}
+
+/// A PUBLISH without properties.
+pub fn publish(topic: &str, payload: impl Into<bytes::Bytes>, qos: QoS, packet_id: u16) -> Publish {
+    Publish {
+        qos,
+        topic: ByteString::from(topic),
+        packet_id,
+        payload: payload.into(),
+        ..Default::default()
+    }
+}
+
+/// A 5.0 CONNECT with clean start off and a session expiry interval.
+pub fn persistent_v5(client_id: &str, session_expiry: u32) -> Connect {
+    let mut c = connect_packet(ProtocolVersion::V5, client_id, false);
+    c.properties.session_expiry_interval = Some(session_expiry);
+    c
+}
+
+/// A will message without properties.
+pub fn will(topic: &str, payload: &'static [u8], qos: QoS, retain: bool) -> LastWill {
+    LastWill {
+        topic: ByteString::from(topic),
+        payload: bytes::Bytes::from_static(payload),
+        qos,
+        retain,
+        properties: WillProperties::default(),
+    }
+}
+
+/// Subscription options with only the QoS set.
+pub fn opts(qos: QoS) -> SubscriptionOptions {
+    SubscriptionOptions {
+        qos,
+        ..Default::default()
+    }
+}
