@@ -13,6 +13,7 @@
 //! Local-only message type: never serialized, never mirrored to peers.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tracing::{debug, info, warn, Instrument, Span};
+use tracing::{debug, warn, Instrument, Span};
 
 use crate::broker::{publish, BrokerCtx, Counters};
 use crate::outbound::Outbound;
@@ -38,6 +39,8 @@ const READ_BATCHES_IN_FLIGHT: usize = 4;
 const MAX_BATCH: usize = 256;
 /// Opening a session (registry, takeover) must not hang a connection.
 const OPEN_TIMEOUT_MS: u64 = 10_000;
+/// Re-check interval after a silence timeout the actor did not act on.
+const IDLE_RECHECK_MS: u64 = 100;
 /// Read buffer growth step.
 const READ_CHUNK: usize = 8 * 1024;
 
@@ -48,8 +51,9 @@ pub enum ConnectionMsg {
     ReadClosed(Option<DecodeError>),
     /// The writer flushed and shut the socket down, or failed.
     WriterDone,
-    KeepAliveTick,
-    HandshakeTimeout,
+    /// No complete packet within the silence limit (handshake timeout
+    /// before CONNECT, keep alive x multiplier after).
+    IdleTimeout,
     /// Close with a reason (takeover, shutdown, overflow, admin kick).
     Kick(u8),
     /// The session actor died: close.
@@ -77,6 +81,9 @@ pub struct ConnectionState {
     will_on_close: bool,
     session_expiry_update: Option<u32>,
     closing: bool,
+    /// Shared with the reader task, which times silence out (no timer
+    /// task per connection).
+    idle_limit: Arc<IdleLimit>,
     span: Span,
     _reader: AbortOnDrop,
     _writer: AbortOnDrop,
@@ -112,13 +119,21 @@ impl Actor for Connection {
                 .instrument(span.clone()),
             )
         };
-        let reader = tokio::spawn(
-            read_loop(rd, myself.clone(), ctx.config.channel.max_packet_size)
-                .instrument(span.clone()),
-        );
-        myself.send_after(ctx.config.handshake_timeout, || {
-            ConnectionMsg::HandshakeTimeout
+        // Until CONNECT is accepted the silence limit is the handshake
+        // timeout; afterwards the keep alive limit (0 = none).
+        let idle_limit = Arc::new(IdleLimit {
+            ms: AtomicU64::new(ctx.config.handshake_timeout.as_millis() as u64),
+            changed: tokio::sync::Notify::new(),
         });
+        let reader = tokio::spawn(
+            read_loop(
+                rd,
+                myself.clone(),
+                ctx.config.channel.max_packet_size,
+                idle_limit.clone(),
+            )
+            .instrument(span.clone()),
+        );
         let assign_id = ClientId::new(format!("roost-{:x}-{:x}", ctx.id_seed, conn_id));
         Ok(ConnectionState {
             channel: Channel::new(ctx.config.channel.clone(), assign_id, Instant::now()),
@@ -128,6 +143,7 @@ impl Actor for Connection {
             session: None,
             info: None,
             will_on_close: true,
+            idle_limit,
             session_expiry_update: None,
             closing: false,
             span,
@@ -156,16 +172,15 @@ impl Actor for Connection {
                 }
                 ConnectionMsg::ReadClosed(err) => st.read_closed(&myself, err).await,
                 ConnectionMsg::WriterDone => myself.stop(None),
-                ConnectionMsg::KeepAliveTick => {
-                    st.channel.check_keep_alive(Instant::now(), &mut st.effects);
-                    st.run_effects(&myself).await;
-                }
-                ConnectionMsg::HandshakeTimeout => {
-                    if st.channel.state() != ChannelState::Connected && !st.closing {
+                ConnectionMsg::IdleTimeout => {
+                    if st.channel.state() == ChannelState::Connected {
+                        st.channel.check_keep_alive(Instant::now(), &mut st.effects);
+                    } else if st.channel.state() == ChannelState::Idle {
+                        // [MQTT-3.1.4] no CONNECT in time.
                         debug!("handshake_timeout");
                         st.channel.close(None, &mut st.effects);
-                        st.run_effects(&myself).await;
                     }
+                    st.run_effects(&myself).await;
                 }
                 ConnectionMsg::Kick(code) => {
                     st.channel.close(Some(code), &mut st.effects);
@@ -297,12 +312,11 @@ impl ConnectionState {
         }
         let _ = opened.session.cast(SessionMsg::Resume);
         self.session = Some(opened.session);
-        if info.keep_alive > 0 {
-            let period = Duration::from_millis(u64::from(info.keep_alive) * 500)
-                .max(Duration::from_millis(500));
-            myself.send_interval(period, || ConnectionMsg::KeepAliveTick);
-        }
-        info!(client_id = %info.client_id, version = ?info.version, clean_start = info.clean_start, "connected");
+        let limit = Duration::from_secs_f64(
+            f64::from(info.keep_alive) * self.ctx.config.channel.keep_alive_multiplier,
+        );
+        self.idle_limit.set(limit);
+        debug!(client_id = %info.client_id, version = ?info.version, clean_start = info.clean_start, "connected");
         self.info = Some(info);
     }
 
@@ -384,30 +398,21 @@ impl Drop for ConnectionState {
     }
 }
 
-async fn read_loop(mut rd: OwnedReadHalf, actor: ActorRef<ConnectionMsg>, max_packet_size: u32) {
+async fn read_loop(
+    mut rd: OwnedReadHalf,
+    actor: ActorRef<ConnectionMsg>,
+    max_packet_size: u32,
+    idle_limit: Arc<IdleLimit>,
+) {
     let permits = Arc::new(Semaphore::new(READ_BATCHES_IN_FLIGHT));
     let mut buf = BytesMut::new();
     let mut version: Option<ProtocolVersion> = None;
+    let mut last_packet = tokio::time::Instant::now();
     loop {
-        let mut batch = Vec::new();
-        let mut failed = None;
-        while batch.len() < MAX_BATCH {
-            match codec::decode(&mut buf, version, max_packet_size) {
-                Ok(Some(p)) => {
-                    if let Packet::Connect(c) = &p {
-                        version = Some(c.protocol);
-                    }
-                    batch.push(p);
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            }
-        }
+        let (batch, failed) = decode_batch(&mut buf, &mut version, max_packet_size);
         let full = batch.len() >= MAX_BATCH;
         if !batch.is_empty() {
+            last_packet = tokio::time::Instant::now();
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 return;
             };
@@ -422,24 +427,85 @@ async fn read_loop(mut rd: OwnedReadHalf, actor: ActorRef<ConnectionMsg>, max_pa
         if full {
             continue;
         }
-        if buf.is_empty() {
-            // Idle connections hold no read buffer: wait for readability
-            // first, allocate only when bytes are there.
-            buf = BytesMut::new();
-            if rd.readable().await.is_err() {
-                let _ = actor.cast(ConnectionMsg::ReadClosed(None));
-                return;
+        let limit = idle_limit.ms.load(Ordering::Relaxed);
+        let read = read_more(&mut rd, &mut buf);
+        let result = if limit == 0 {
+            tokio::select! {
+                r = read => r,
+                _ = idle_limit.changed.notified() => continue,
             }
-        }
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(READ_CHUNK);
-        }
-        match rd.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => {
-                let _ = actor.cast(ConnectionMsg::ReadClosed(None));
-                return;
+        } else {
+            let deadline = last_packet + Duration::from_millis(limit);
+            tokio::select! {
+                r = read => r,
+                _ = idle_limit.changed.notified() => continue,
+                _ = tokio::time::sleep_until(deadline) => {
+                    // The actor decides (a batch may still be in its
+                    // mailbox, and the channel's clock lags ours by that
+                    // delay): ask again shortly if it did not close.
+                    let _ = actor.cast(ConnectionMsg::IdleTimeout);
+                    let retry = Duration::from_millis(limit.min(IDLE_RECHECK_MS));
+                    last_packet = tokio::time::Instant::now() + retry - Duration::from_millis(limit);
+                    continue;
+                }
             }
-            Ok(_) => {}
+        };
+        if !result {
+            let _ = actor.cast(ConnectionMsg::ReadClosed(None));
+            return;
         }
     }
+}
+
+/// The silence limit the reader enforces, set by the actor: the handshake
+/// timeout until CONNECT is accepted, then keep alive x multiplier (0 =
+/// none). Changing it wakes the reader.
+struct IdleLimit {
+    ms: AtomicU64,
+    changed: tokio::sync::Notify,
+}
+
+impl IdleLimit {
+    fn set(&self, limit: Duration) {
+        self.ms.store(limit.as_millis() as u64, Ordering::Relaxed);
+        self.changed.notify_one();
+    }
+}
+
+/// Decode every complete packet in `buf` (at most `MAX_BATCH`).
+fn decode_batch(
+    buf: &mut BytesMut,
+    version: &mut Option<ProtocolVersion>,
+    max_packet_size: u32,
+) -> (Vec<Packet>, Option<DecodeError>) {
+    let mut batch = Vec::new();
+    while batch.len() < MAX_BATCH {
+        match codec::decode(buf, *version, max_packet_size) {
+            Ok(Some(p)) => {
+                if let Packet::Connect(c) = &p {
+                    *version = Some(c.protocol);
+                }
+                batch.push(p);
+            }
+            Ok(None) => break,
+            Err(e) => return (batch, Some(e)),
+        }
+    }
+    (batch, None)
+}
+
+/// Read more bytes; false at end of stream or on error.
+async fn read_more(rd: &mut OwnedReadHalf, buf: &mut BytesMut) -> bool {
+    if buf.is_empty() {
+        // Idle connections hold no read buffer: wait for readability first,
+        // allocate only when bytes are there.
+        *buf = BytesMut::new();
+        if rd.readable().await.is_err() {
+            return false;
+        }
+    }
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(READ_CHUNK);
+    }
+    matches!(rd.read_buf(buf).await, Ok(n) if n > 0)
 }

@@ -22,7 +22,7 @@ use ractor::{
 use roost_protocol::channel::ConnectInfo;
 use roost_protocol::packet::reason;
 use roost_protocol::ClientId;
-use tracing::{info, warn};
+use tracing::{debug, warn};
 
 use crate::broker::{BrokerCtx, Counters};
 use crate::connection::ConnectionMsg;
@@ -277,6 +277,6 @@ impl RegistryState {
                 });
             }
         }
-        info!(client_id = %client, failed, "session_exited");
+        debug!(client_id = %client, failed, "session_exited");
     }
 }

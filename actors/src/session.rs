@@ -529,7 +529,7 @@ impl SessionActorState {
     fn publish_will(&mut self) {
         if let Some(w) = self.will.take() {
             let msg = Message::from_will(w, self.client_id.clone(), Instant::now());
-            info!(client_id = %self.client_id, topic = %msg.topic, "will_published");
+            debug!(client_id = %self.client_id, topic = %msg.topic, "will_published");
             crate::broker::publish(&self.ctx, Arc::new(msg));
         }
     }
