@@ -88,44 +88,10 @@ impl Outbound {
         self.append(|buf| codec::encode_publish(p, version, buf).map_err(|_| SendError::Encode))
     }
 
-    /// Encode and queue many packets under one lock. Stops at the first
-    /// failure other than `TooLarge` (which skips just that packet).
-    pub fn send_all(
-        &self,
-        packets: &[Packet],
-        version: ProtocolVersion,
-    ) -> Result<usize, SendError> {
-        let max = self.max_packet_size.load(Ordering::Relaxed) as usize;
-        let mut inner = self.inner.lock();
-        if inner.closing {
-            return Err(SendError::Closed);
-        }
-        let mut too_large = 0;
-        for p in packets {
-            let start = inner.buf.len();
-            if codec::encode(p, version, &mut inner.buf).is_err() {
-                inner.buf.truncate(start);
-                return Err(SendError::Encode);
-            }
-            if inner.buf.len() - start > max {
-                inner.buf.truncate(start);
-                too_large += 1;
-            }
-        }
-        let over = inner.buf.len() > self.limit;
-        drop(inner);
-        self.notify.notify_one();
-        if over {
-            self.overflowed.store(true, Ordering::Relaxed);
-            return Err(SendError::Overflow);
-        }
-        Ok(too_large)
-    }
-
     /// Encode under one lock with the caller's own per-packet decisions:
     /// the session applies topic aliases and the client's Maximum Packet
     /// Size packet by packet, because whether one PUBLISH is written decides
-    /// how the next one may refer to its topic. Overflow as for `send_all`.
+    /// how the next one may refer to its topic. Past the limit: `Overflow`.
     pub fn encode_with<R>(&self, encode: impl FnOnce(&mut BytesMut) -> R) -> Result<R, SendError> {
         let mut inner = self.inner.lock();
         if inner.closing {
@@ -175,11 +141,6 @@ impl Outbound {
     pub fn close(&self) {
         self.inner.lock().closing = true;
         self.notify.notify_one();
-    }
-
-    /// Bytes waiting to be written.
-    pub fn pending(&self) -> usize {
-        self.inner.lock().buf.len()
     }
 
     /// The writer loop: runs until `close` (after a flush) or a write error.
