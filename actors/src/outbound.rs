@@ -11,13 +11,13 @@
 //! Bounded: past `limit` bytes waiting, the client is not keeping up; the
 //! append fails and the caller disconnects it (EMQX's force_shutdown).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::BytesMut;
 use parking_lot::Mutex;
 use roost_protocol::codec;
-use roost_protocol::{Packet, ProtocolVersion, Publish};
+use roost_protocol::{Packet, ProtocolVersion};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
@@ -47,7 +47,6 @@ pub struct Outbound {
     limit: usize,
     /// Largest packet the client accepts (its CONNECT Maximum Packet Size).
     max_packet_size: std::sync::atomic::AtomicU32,
-    overflowed: AtomicBool,
 }
 
 impl Outbound {
@@ -60,7 +59,6 @@ impl Outbound {
             notify: Notify::new(),
             limit,
             max_packet_size: std::sync::atomic::AtomicU32::new(u32::MAX),
-            overflowed: AtomicBool::new(false),
         })
     }
 
@@ -73,19 +71,9 @@ impl Outbound {
         self.max_packet_size.load(Ordering::Relaxed)
     }
 
-    /// True once an append failed for lack of room.
-    pub fn overflowed(&self) -> bool {
-        self.overflowed.load(Ordering::Relaxed)
-    }
-
     /// Encode and queue one packet.
     pub fn send(&self, packet: &Packet, version: ProtocolVersion) -> Result<(), SendError> {
         self.append(|buf| codec::encode(packet, version, buf).map_err(|_| SendError::Encode))
-    }
-
-    /// Encode and queue one PUBLISH (the delivery fast path).
-    pub fn send_publish(&self, p: &Publish, version: ProtocolVersion) -> Result<(), SendError> {
-        self.append(|buf| codec::encode_publish(p, version, buf).map_err(|_| SendError::Encode))
     }
 
     /// Encode under one lock with the caller's own per-packet decisions:
@@ -102,7 +90,6 @@ impl Outbound {
         drop(inner);
         self.notify.notify_one();
         if over {
-            self.overflowed.store(true, Ordering::Relaxed);
             return Err(SendError::Overflow);
         }
         Ok(r)
@@ -130,7 +117,6 @@ impl Outbound {
         drop(inner);
         self.notify.notify_one();
         if over {
-            self.overflowed.store(true, Ordering::Relaxed);
             return Err(SendError::Overflow);
         }
         Ok(())
