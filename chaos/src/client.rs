@@ -25,7 +25,7 @@ use roost_protocol::packet::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::net::{lookup_host, TcpSocket, TcpStream};
 use tokio::time::timeout;
 
 /// The largest packet we accept from a broker.
@@ -47,35 +47,46 @@ pub struct ConnectOptions {
     pub clean_start: bool,
     /// Bounds the TCP connect and the wait for CONNACK, each.
     pub timeout: Duration,
+    /// `SO_SNDBUF` for the socket; `None` leaves the kernel's autotuning.
+    /// A publisher that writes as fast as TCP allows queues up to this much
+    /// in its own kernel buffer, on top of what the broker buffers.
+    pub send_buffer: Option<u32>,
 }
 
 /// A connected client: CONNACK received with a success code.
 pub struct Client {
     pub reader: PacketReader,
     pub writer: PacketWriter,
+    /// The broker's Receive Maximum (5.0 CONNACK): QoS 1 publishes it
+    /// accepts unacknowledged. [MQTT-3.3.4-7]
+    pub receive_maximum: Option<u16>,
 }
 
 impl Client {
     /// Opens the TCP connection, sends CONNECT and waits for a successful CONNACK.
     pub async fn connect(opts: &ConnectOptions) -> Result<Client> {
-        let addr = (opts.host.as_str(), opts.port);
-        let stream = timeout(opts.timeout, TcpStream::connect(addr))
+        let stream = timeout(opts.timeout, tcp_connect(opts))
             .await
             .map_err(|_| anyhow!("tcp connect to {}:{} timed out", opts.host, opts.port))?
             .with_context(|| format!("tcp connect to {}:{}", opts.host, opts.port))?;
-        stream.set_nodelay(true)?;
         let (rd, wr) = stream.into_split();
         let mut client = Client {
             reader: PacketReader::new(rd, opts.version),
             writer: PacketWriter::new(wr, opts.version),
+            receive_maximum: None,
         };
-        client.writer.queue(&Packet::Connect(Box::new(connect_packet(opts))))?;
+        client
+            .writer
+            .queue(&Packet::Connect(Box::new(connect_packet(opts))))?;
         client.writer.flush().await?;
         let connack = timeout(opts.timeout, client.reader.next())
             .await
             .map_err(|_| anyhow!("no CONNACK within {:?}", opts.timeout))??;
         match connack {
-            Some(Packet::ConnAck(ack)) if ack.code == 0 => Ok(client),
+            Some(Packet::ConnAck(ack)) if ack.code == 0 => {
+                client.receive_maximum = ack.properties.receive_maximum;
+                Ok(client)
+            }
             Some(Packet::ConnAck(ack)) => bail!("CONNECT refused with code {:#04x}", ack.code),
             Some(other) => bail!("expected CONNACK, got {}", other.kind()),
             None => bail!("connection closed before CONNACK"),
@@ -90,7 +101,10 @@ impl Client {
             packet_id,
             filters: vec![SubscribeFilter {
                 filter: ByteString::from(filter),
-                options: SubscriptionOptions { qos, ..SubscriptionOptions::default() },
+                options: SubscriptionOptions {
+                    qos,
+                    ..SubscriptionOptions::default()
+                },
             }],
             properties: Default::default(),
         };
@@ -123,6 +137,29 @@ impl Client {
     }
 }
 
+/// Resolves the host and connects to the first address that accepts.
+async fn tcp_connect(opts: &ConnectOptions) -> Result<TcpStream> {
+    let mut last_error = anyhow!("{} resolves to no address", opts.host);
+    for addr in lookup_host((opts.host.as_str(), opts.port)).await? {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        if let Some(size) = opts.send_buffer {
+            socket.set_send_buffer_size(size)?;
+        }
+        match socket.connect(addr).await {
+            Ok(stream) => {
+                stream.set_nodelay(true)?;
+                return Ok(stream);
+            }
+            Err(e) => last_error = e.into(),
+        }
+    }
+    Err(last_error)
+}
+
 fn connect_packet(opts: &ConnectOptions) -> Connect {
     Connect {
         protocol: opts.version,
@@ -146,7 +183,12 @@ pub struct PacketReader {
 
 impl PacketReader {
     fn new(rd: OwnedReadHalf, version: ProtocolVersion) -> PacketReader {
-        PacketReader { rd, buf: BytesMut::new(), version, chunk: MIN_READ_CHUNK }
+        PacketReader {
+            rd,
+            buf: BytesMut::new(),
+            version,
+            chunk: MIN_READ_CHUNK,
+        }
     }
 
     /// Reads more bytes from the socket. `Ok(false)` on end of stream.
@@ -155,7 +197,11 @@ impl PacketReader {
         if self.buf.capacity() - self.buf.len() < self.chunk / 2 {
             self.buf.reserve(self.chunk);
         }
-        let n = self.rd.read_buf(&mut self.buf).await.context("socket read")?;
+        let n = self
+            .rd
+            .read_buf(&mut self.buf)
+            .await
+            .context("socket read")?;
         if n >= self.chunk && self.chunk < MAX_READ_CHUNK {
             self.chunk *= 2;
         }
@@ -195,7 +241,12 @@ pub struct PacketWriter {
 
 impl PacketWriter {
     fn new(wr: OwnedWriteHalf, version: ProtocolVersion) -> PacketWriter {
-        PacketWriter { wr, buf: BytesMut::new(), version, last_packet_id: 0 }
+        PacketWriter {
+            wr,
+            buf: BytesMut::new(),
+            version,
+            last_packet_id: 0,
+        }
     }
 
     pub fn version(&self) -> ProtocolVersion {
@@ -238,7 +289,10 @@ impl PacketWriter {
     /// already be gone).
     pub async fn disconnect(mut self, wait: Duration) {
         self.buf.clear();
-        if self.queue(&Packet::Disconnect(Disconnect::default())).is_err() {
+        if self
+            .queue(&Packet::Disconnect(Disconnect::default()))
+            .is_err()
+        {
             return;
         }
         let _ = timeout(wait, async {

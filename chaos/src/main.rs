@@ -1,1 +1,290 @@
-fn main() {}
+//! The `roost-chaos` binary.
+//!
+//! `roost-chaos bench <scenario> [options]` runs one load scenario against
+//! an MQTT broker and prints a summary (`--json`: one JSON line on stdout,
+//! the summary on stderr). `roost-chaos bench-table FILE...` renders JSON
+//! reports of several brokers as markdown tables with ratios against a
+//! baseline. See `chaos/bench-compare.sh`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use roost_chaos::bench::{self, BenchConfig, Scenario};
+use roost_protocol::packet::{ProtocolVersion, QoS};
+
+#[derive(Parser)]
+#[command(
+    name = "roost-chaos",
+    about = "Roost's load generator and chaos harness"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a load scenario against an MQTT broker.
+    Bench {
+        #[command(subcommand)]
+        scenario: ScenarioCmd,
+    },
+    /// Render `bench --json` reports (one per line) as markdown tables.
+    BenchTable {
+        /// The `--label` the ratios are computed against.
+        #[arg(long, default_value = "mosquitto")]
+        baseline: String,
+        /// Files of JSON lines.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ScenarioCmd {
+    /// Many publishers, one subscriber on `bench/fanin/#`.
+    FanIn {
+        #[arg(long, default_value_t = 50)]
+        publishers: usize,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// One publisher, many subscribers of the same topic.
+    FanOut {
+        #[arg(long, default_value_t = 50)]
+        subscribers: usize,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// N publisher -> subscriber pairs on distinct topics.
+    Pairs {
+        #[arg(long, default_value_t = 50)]
+        pairs: usize,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// One publisher at a fixed rate, one subscriber: latency percentiles.
+    Latency {
+        /// Messages per second.
+        #[arg(long, default_value_t = 1000.0)]
+        rate: f64,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// N idle connections: connect rate and broker memory per connection.
+    Idle {
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Args)]
+struct Common {
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    #[arg(long, default_value_t = 1883)]
+    port: u16,
+    /// Broker process id: adds broker CPU per message and RSS to the report.
+    #[arg(long)]
+    broker_pid: Option<u32>,
+    /// Measurement window (e.g. 10s, 500ms, 2m).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Load before the measurement window starts.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    warmup: Duration,
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    qos: u8,
+    /// Payload bytes (at least 20: publisher id, sequence, timestamp).
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(4..=5))]
+    mqtt_version: u8,
+    /// Unacknowledged QoS 1 messages per publisher.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..))]
+    window: u16,
+    /// Bound on each TCP connect, CONNACK and SUBACK wait.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    connect_timeout: Duration,
+    /// Free text copied into the report, e.g. the broker's name.
+    #[arg(long)]
+    label: Option<String>,
+    /// Print the report as one JSON line on stdout (summary on stderr).
+    #[arg(long)]
+    json: bool,
+}
+
+/// `10s`, `500ms`, `2m`, or a bare number of seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (s, 1.0)
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a duration: {s:?}"))?;
+    Duration::try_from_secs_f64(value * scale).map_err(|_| format!("not a duration: {s:?}"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Bench { scenario } => run_bench(scenario),
+        Command::BenchTable { baseline, files } => bench_table(&baseline, &files),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("roost-chaos: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_bench(cmd: ScenarioCmd) -> Result<()> {
+    let (scenario, common) = match cmd {
+        ScenarioCmd::FanIn { publishers, common } => (Scenario::FanIn { publishers }, common),
+        ScenarioCmd::FanOut {
+            subscribers,
+            common,
+        } => (Scenario::FanOut { subscribers }, common),
+        ScenarioCmd::Pairs { pairs, common } => (Scenario::Pairs { pairs }, common),
+        ScenarioCmd::Latency { rate, common } => (Scenario::Latency { rate }, common),
+        ScenarioCmd::Idle {
+            connections,
+            common,
+        } => (Scenario::Idle { connections }, common),
+    };
+    validate(&scenario)?;
+    let json = common.json;
+    let cfg = config(common);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    let report = runtime.block_on(bench::run(&cfg, &scenario))?;
+    // Do not wait for stray tasks (a client stuck past its deadline).
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    if json {
+        eprint!("{}", report.human());
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.human());
+    }
+    Ok(())
+}
+
+fn validate(scenario: &Scenario) -> Result<()> {
+    let count = match scenario {
+        Scenario::FanIn { publishers: n }
+        | Scenario::FanOut { subscribers: n }
+        | Scenario::Pairs { pairs: n }
+        | Scenario::Idle { connections: n } => *n,
+        Scenario::Latency { rate } if !(rate.is_finite() && *rate > 0.0) => {
+            bail!("--rate must be a positive number")
+        }
+        Scenario::Latency { .. } => 1,
+    };
+    if count == 0 {
+        bail!("{}: the client count must be at least 1", scenario.name());
+    }
+    Ok(())
+}
+
+fn config(c: Common) -> BenchConfig {
+    BenchConfig {
+        host: c.host,
+        port: c.port,
+        broker_pid: c.broker_pid,
+        duration: c.duration,
+        warmup: c.warmup,
+        qos: if c.qos == 1 {
+            QoS::AtLeastOnce
+        } else {
+            QoS::AtMostOnce
+        },
+        payload: c.payload,
+        version: if c.mqtt_version == 5 {
+            ProtocolVersion::V5
+        } else {
+            ProtocolVersion::V311
+        },
+        window: usize::from(c.window),
+        connect_timeout: c.connect_timeout,
+        label: c.label,
+    }
+}
+
+fn bench_table(baseline: &str, files: &[PathBuf]) -> Result<()> {
+    let mut reports = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f).with_context(|| format!("read {}", f.display()))?;
+        reports.extend(bench::table::parse_lines(&text).with_context(|| f.display().to_string())?);
+    }
+    print!("{}", bench::table::render(&reports, baseline));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn cli_parses_the_documented_form() {
+        let cli = Cli::try_parse_from([
+            "roost-chaos",
+            "bench",
+            "fan-in",
+            "--publishers",
+            "5",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "1884",
+            "--duration",
+            "2s",
+            "--qos",
+            "1",
+            "--payload",
+            "32",
+            "--mqtt-version",
+            "5",
+        ])
+        .expect("parse");
+        let Command::Bench {
+            scenario: ScenarioCmd::FanIn { publishers, common },
+        } = cli.command
+        else {
+            panic!("wrong command");
+        };
+        assert_eq!(publishers, 5);
+        let cfg = config(common);
+        assert_eq!(
+            (cfg.port, cfg.qos, cfg.version),
+            (1884, QoS::AtLeastOnce, ProtocolVersion::V5)
+        );
+        assert!(Cli::try_parse_from(["roost-chaos", "bench", "fan-in", "--qos", "2"]).is_err());
+    }
+}

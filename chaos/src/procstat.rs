@@ -29,7 +29,10 @@ pub fn sample(pid: u32) -> Result<ProcSample> {
     let rss_kib = parse_vmrss_kib(&status).ok_or_else(|| anyhow!("no VmRSS in {status_path}"))?;
     let hz = clock_ticks_per_second();
     let cpu = Duration::from_nanos(ticks.saturating_mul(1_000_000_000) / hz);
-    Ok(ProcSample { cpu, rss_bytes: rss_kib.saturating_mul(1024) })
+    Ok(ProcSample {
+        cpu,
+        rss_bytes: rss_kib.saturating_mul(1024),
+    })
 }
 
 /// `utime + stime` in clock ticks. The command name (field 2) is in
@@ -46,7 +49,11 @@ pub fn parse_stat_ticks(stat: &str) -> Option<u64> {
 /// The `VmRSS:   1234 kB` line of `/proc/<pid>/status`, in KiB.
 pub fn parse_vmrss_kib(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line["VmRSS:".len()..].split_ascii_whitespace().next()?.parse().ok()
+    line["VmRSS:".len()..]
+        .split_ascii_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn clock_ticks_per_second() -> u64 {

@@ -6,19 +6,25 @@ use anyhow::{bail, Result};
 /// Makes sure at least `needed` file descriptors may be open: raises the
 /// soft limit, and the hard one too when allowed (root). Returns the soft
 /// limit in force. Fails with an explanation when it cannot.
-pub fn ensure_nofile(needed: u64) -> Result<u64> {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+pub fn ensure_nofile(needed: libc::rlim_t) -> Result<libc::rlim_t> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: `lim` is a valid, writable rlimit.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        bail!("getrlimit(RLIMIT_NOFILE): {}", std::io::Error::last_os_error());
+        bail!(
+            "getrlimit(RLIMIT_NOFILE): {}",
+            std::io::Error::last_os_error()
+        );
     }
-    let (soft, hard) = (lim.rlim_cur as u64, lim.rlim_max as u64);
+    let (soft, hard) = (lim.rlim_cur, lim.rlim_max);
     if soft >= needed {
         return Ok(soft);
     }
     let want = libc::rlimit {
-        rlim_cur: needed as libc::rlim_t,
-        rlim_max: hard.max(needed) as libc::rlim_t,
+        rlim_cur: needed,
+        rlim_max: hard.max(needed),
     };
     // SAFETY: `want` is a valid rlimit.
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } != 0 {

@@ -25,7 +25,11 @@ impl Stamp {
         let publisher = u32::from_be_bytes(header[0..4].try_into().ok()?);
         let seq = u64::from_be_bytes(header[4..12].try_into().ok()?);
         let sent_ns = u64::from_be_bytes(header[12..20].try_into().ok()?);
-        Some(Stamp { publisher, seq, sent_ns })
+        Some(Stamp {
+            publisher,
+            seq,
+            sent_ns,
+        })
     }
 }
 
@@ -38,12 +42,10 @@ pub struct PayloadBuilder {
 
 impl PayloadBuilder {
     pub fn new(len: usize) -> PayloadBuilder {
-        PayloadBuilder { len: len.max(HEADER_LEN), scratch: BytesMut::new() }
-    }
-
-    /// The payload size actually used.
-    pub fn len(&self) -> usize {
-        self.len
+        PayloadBuilder {
+            len: len.max(HEADER_LEN),
+            scratch: BytesMut::new(),
+        }
     }
 
     pub fn build(&mut self, stamp: Stamp) -> Bytes {
@@ -65,7 +67,11 @@ mod tests {
     #[test]
     fn stamp_round_trips_and_payload_has_the_requested_size() {
         let mut b = PayloadBuilder::new(64);
-        let stamp = Stamp { publisher: 7, seq: 1 << 40, sent_ns: 123_456_789 };
+        let stamp = Stamp {
+            publisher: 7,
+            seq: 1 << 40,
+            sent_ns: 123_456_789,
+        };
         let p = b.build(stamp);
         assert_eq!(p.len(), 64);
         assert_eq!(Stamp::parse(&p), Some(stamp));
@@ -74,7 +80,11 @@ mod tests {
     #[test]
     fn small_sizes_are_raised_to_the_header_and_short_input_is_rejected() {
         let mut b = PayloadBuilder::new(4);
-        let p = b.build(Stamp { publisher: 1, seq: 2, sent_ns: 3 });
+        let p = b.build(Stamp {
+            publisher: 1,
+            seq: 2,
+            sent_ns: 3,
+        });
         assert_eq!(p.len(), HEADER_LEN);
         assert_eq!(Stamp::parse(&p[..HEADER_LEN - 1]), None);
     }

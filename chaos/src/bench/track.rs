@@ -61,12 +61,17 @@ pub struct SeqTracker {
 impl SeqTracker {
     /// A tracker for messages from publishers `0..publishers`.
     pub fn new(publishers: usize) -> SeqTracker {
-        SeqTracker { publishers: vec![PublisherTrack::default(); publishers], counts: Counts::default() }
+        SeqTracker {
+            publishers: vec![PublisherTrack::default(); publishers],
+            counts: Counts::default(),
+        }
     }
 
     pub fn record(&mut self, publisher: u32, seq: u64) -> Seen {
         self.counts.received += 1;
-        let track = usize::try_from(publisher).ok().and_then(|i| self.publishers.get_mut(i));
+        let track = usize::try_from(publisher)
+            .ok()
+            .and_then(|i| self.publishers.get_mut(i));
         let Some(track) = track.filter(|_| seq < MAX_SEQ) else {
             self.counts.unexpected += 1;
             return Seen::Unexpected;
@@ -112,7 +117,11 @@ impl SeqTracker {
         sources
             .iter()
             .map(|&p| {
-                let s = usize::try_from(p).ok().and_then(|i| sent.get(i)).copied().unwrap_or(0);
+                let s = usize::try_from(p)
+                    .ok()
+                    .and_then(|i| sent.get(i))
+                    .copied()
+                    .unwrap_or(0);
                 s.saturating_sub(self.unique_from(p))
             })
             .sum()
@@ -130,7 +139,10 @@ mod tests {
             assert_eq!(t.record(1, seq), Seen::InOrder);
         }
         let c = t.counts();
-        assert_eq!((c.received, c.unique, c.duplicates, c.reordered), (1000, 1000, 0, 0));
+        assert_eq!(
+            (c.received, c.unique, c.duplicates, c.reordered),
+            (1000, 1000, 0, 0)
+        );
         assert_eq!(t.lost(&[0, 1000], &[0, 1]), 0);
     }
 

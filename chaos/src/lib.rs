@@ -1,0 +1,18 @@
+//! roost-chaos: Roost's load generator (`roost-chaos bench`) and, later, its
+//! chaos harness (design section 7), which reuses the same load clients.
+//!
+//! Modules:
+//! - [`client`]: a minimal async MQTT client on the roost-protocol codec;
+//! - [`bench`]: the load scenarios, exact message accounting, reports;
+//! - [`procstat`]: CPU time and RSS of the broker process from procfs;
+//! - [`rlimit`]: raising the open file limit for many connections.
+//!
+//! Depends only on roost-protocol among the workspace crates, so it builds
+//! and runs against any MQTT broker (mosquitto included) without the broker
+//! itself. Talks to brokers over real TCP only; never panics on what a
+//! broker sends.
+
+pub mod bench;
+pub mod client;
+pub mod procstat;
+pub mod rlimit;
