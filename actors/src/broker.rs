@@ -59,6 +59,9 @@ pub struct Counters {
     pub messages_delivered: AtomicU64,
     pub messages_dropped_no_subscribers: AtomicU64,
     pub messages_dropped_inbox_full: AtomicU64,
+    /// QoS 0 messages not written to a client whose outbound buffer was
+    /// past half its limit.
+    pub messages_dropped_slow_consumer: AtomicU64,
     pub connections_accepted: AtomicU64,
     pub connections_refused: AtomicU64,
     pub connections_force_closed: AtomicU64,

@@ -170,7 +170,7 @@ impl Actor for Connection {
                         st.run_effects(&myself).await;
                     }
                 }
-                ConnectionMsg::ReadClosed(err) => st.read_closed(&myself, err).await,
+                ConnectionMsg::ReadClosed(err) => Box::pin(st.read_closed(&myself, err)).await,
                 ConnectionMsg::WriterDone => myself.stop(None),
                 ConnectionMsg::IdleTimeout => {
                     if st.channel.state() == ChannelState::Connected {
@@ -240,7 +240,9 @@ impl ConnectionState {
                 crate::test_hooks::maybe_panic_connection(&m.topic);
                 publish(&self.ctx, Arc::new(m));
             }
-            Effect::Connect(info) => self.open_session(myself, *info).await,
+            // Boxed: the rare, deep futures would otherwise size every
+            // connection actor's task for their worst case (idle memory).
+            Effect::Connect(info) => Box::pin(self.open_session(myself, *info)).await,
             Effect::Subscribe {
                 packet_id,
                 requests,

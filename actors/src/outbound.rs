@@ -66,6 +66,11 @@ impl Outbound {
         self.max_packet_size.store(max, Ordering::Relaxed);
     }
 
+    /// Bytes that may wait before the client counts as not keeping up.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// The client's Maximum Packet Size (u32::MAX when it set none).
     pub fn max_packet_size(&self) -> u32 {
         self.max_packet_size.load(Ordering::Relaxed)

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytestring::ByteString;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use roost_protocol::channel::{suback, unsuback, ConnectInfo, SubscribeRequest};
-use roost_protocol::packet::{reason, LastWill, Packet, ProtocolVersion, RetainHandling};
+use roost_protocol::packet::{reason, LastWill, Packet, ProtocolVersion, QoS, RetainHandling};
 use roost_protocol::session::SessionState;
 use roost_protocol::{codec, topic, ClientId, Delivery, Message};
 use tracing::{debug, info, warn};
@@ -116,12 +116,25 @@ impl ConnLink {
     /// written [MQTT-3.1.2-24] and leaves no alias behind (the client never
     /// saw its topic); its packet id goes to `unsent`. Returns the number of
     /// packets written.
-    fn write(&mut self, packets: &mut [Packet], unsent: &mut Vec<u16>) -> Result<usize, SendError> {
+    /// Returns (written, QoS 0 messages dropped because the client is
+    /// behind). A QoS 0 message is dropped once the outbound buffer is past
+    /// half its limit: QoS 0 may be lost, and a slow reader of QoS 0 streams
+    /// keeps its connection (QoS 1/2 stay bounded by the inflight window).
+    fn write(
+        &mut self,
+        packets: &mut [Packet],
+        unsent: &mut Vec<u16>,
+    ) -> Result<(usize, usize), SendError> {
         let (version, aliases) = (self.version, &mut self.aliases);
         let max = self.outbound.max_packet_size() as usize;
+        let soft = self.outbound.limit() / 2;
         self.outbound.encode_with(|buf| {
-            let mut written = 0;
+            let (mut written, mut dropped) = (0, 0);
             for p in packets.iter_mut() {
+                if matches!(p, Packet::Publish(p) if p.qos == QoS::AtMostOnce) && buf.len() > soft {
+                    dropped += 1;
+                    continue;
+                }
                 let start = buf.len();
                 let new_alias = match p {
                     Packet::Publish(p) => aliases.apply(p),
@@ -141,7 +154,7 @@ impl ConnLink {
                     other => warn!(kind = other.kind(), "encode_failed"),
                 }
             }
-            written
+            (written, dropped)
         })
     }
 }
@@ -264,20 +277,22 @@ impl Actor for Session {
             SessionMsg::Subscribe {
                 packet_id,
                 requests,
-            } => st.subscribe(packet_id, requests).await,
+            } => Box::pin(st.subscribe(packet_id, requests)).await,
             SessionMsg::Unsubscribe { packet_id, filters } => {
-                st.unsubscribe(packet_id, filters).await
+                Box::pin(st.unsubscribe(packet_id, filters)).await
             }
-            SessionMsg::Closed(c) => st.closed(&myself, *c).await,
+            // Boxed: rare and deep; unboxed they would size every session
+            // actor's task for their worst case (idle memory).
+            SessionMsg::Closed(c) => Box::pin(st.closed(&myself, *c)).await,
             SessionMsg::Kick(code) => st.kick(code),
             SessionMsg::Discard(code, reply) => {
                 st.kick(code);
-                st.end(&myself, "discarded").await;
+                Box::pin(st.end(&myself, "discarded")).await;
                 let _ = reply.send(());
             }
             SessionMsg::Timer { generation, kind } if generation == st.generation => match kind {
                 TimerKind::Will => st.publish_will(),
-                TimerKind::Expire => st.end(&myself, "expired").await,
+                TimerKind::Expire => Box::pin(st.end(&myself, "expired")).await,
             },
             SessionMsg::Timer { .. } => {}
             SessionMsg::Info(reply) => {
@@ -315,7 +330,16 @@ impl SessionActorState {
             let result = link.write(&mut self.out, &mut unsent);
             self.out.clear();
             match result {
-                Ok(n) => Counters::add(&self.ctx.counters.messages_delivered, n as u64),
+                Ok((n, dropped)) => {
+                    Counters::add(&self.ctx.counters.messages_delivered, n as u64);
+                    if dropped > 0 {
+                        Counters::add(
+                            &self.ctx.counters.messages_dropped_slow_consumer,
+                            dropped as u64,
+                        );
+                        debug!(client_id = %self.client_id, dropped, "qos0_dropped_slow_consumer");
+                    }
+                }
                 Err(SendError::Overflow) => {
                     warn!(client_id = %self.client_id, "outbound_buffer_overflow");
                     Counters::inc(&self.ctx.counters.connections_force_closed);

@@ -16,7 +16,7 @@ impl Channel {
         let (client_id, assigned) = if c.client_id.is_empty() {
             (self.assign_id.clone(), true)
         } else {
-            (ClientId(c.client_id.clone()), false)
+            (ClientId(detach_str(&c.client_id)), false)
         };
         let asked_expiry = match c.protocol {
             ProtocolVersion::V5 => c.properties.session_expiry_interval.unwrap_or(0),
@@ -39,8 +39,8 @@ impl Channel {
             assigned,
             clean_start: c.clean_start,
             session_expiry: self.session_expiry,
-            will: c.will,
-            username: c.username,
+            will: c.will.map(detach_will),
+            username: c.username.as_deref().map(detach_str),
             keep_alive: self.keep_alive,
             receive_maximum: c.properties.receive_maximum.unwrap_or(u16::MAX),
             maximum_packet_size: c.properties.maximum_packet_size.unwrap_or(u32::MAX),
@@ -138,5 +138,37 @@ impl Channel {
                 .then_some(self.session_expiry),
             ..ConnAckProperties::default()
         }
+    }
+}
+
+/// The fields of CONNECT are views into the connection's read buffer (a
+/// chunk of several KB). What outlives the packet (client id, will, user
+/// name: kept for the whole session) is copied out, so an idle connection
+/// does not pin a read chunk for its lifetime.
+fn detach_str(s: &str) -> ByteString {
+    ByteString::from(s.to_owned())
+}
+
+fn detach_will(w: LastWill) -> LastWill {
+    let p = w.properties;
+    LastWill {
+        topic: detach_str(&w.topic),
+        payload: bytes::Bytes::copy_from_slice(&w.payload),
+        qos: w.qos,
+        retain: w.retain,
+        properties: WillProperties {
+            content_type: p.content_type.as_deref().map(detach_str),
+            response_topic: p.response_topic.as_deref().map(detach_str),
+            correlation_data: p
+                .correlation_data
+                .as_deref()
+                .map(bytes::Bytes::copy_from_slice),
+            user_properties: p
+                .user_properties
+                .iter()
+                .map(|(k, v)| (detach_str(k), detach_str(v)))
+                .collect(),
+            ..p
+        },
     }
 }
