@@ -111,6 +111,9 @@ pub struct MqttConfig {
     pub outbound_buffer: ByteSize,
     pub max_awaiting_rel: u32,
     pub shutdown_timeout: HumanDuration,
+    /// Publisher flow control: the longest a publisher is paused, per read
+    /// batch, while a subscriber it delivers to is congested. Zero disables.
+    pub max_publish_delay: HumanDuration,
 }
 
 impl Default for MqttConfig {
@@ -139,6 +142,7 @@ impl Default for MqttConfig {
             outbound_buffer: ByteSize::bytes(8_000_000),
             max_awaiting_rel: 100,
             shutdown_timeout: HumanDuration::from_secs(5),
+            max_publish_delay: HumanDuration::from_millis(500),
         }
     }
 }

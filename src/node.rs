@@ -247,6 +247,7 @@ pub fn broker_config(cfg: &Config) -> BrokerConfig {
         inbox_capacity: m.max_mqueue_len.max(1000) + usize::from(m.max_inflight),
         shutdown_timeout: m.shutdown_timeout.as_duration(),
         max_connections: m.max_connections as usize,
+        max_publish_delay: m.max_publish_delay.as_duration(),
     }
 }
 

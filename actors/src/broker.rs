@@ -32,6 +32,9 @@ pub struct BrokerConfig {
     pub inbox_capacity: usize,
     pub shutdown_timeout: Duration,
     pub max_connections: usize,
+    /// Longest a publisher is paused, per read batch, while a subscriber
+    /// it delivered to is congested (see `Inbox`); zero disables.
+    pub max_publish_delay: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -47,6 +50,7 @@ impl Default for BrokerConfig {
             inbox_capacity: 10_000,
             shutdown_timeout: Duration::from_secs(5),
             max_connections: 1_000_000,
+            max_publish_delay: Duration::from_millis(500),
         }
     }
 }
@@ -62,6 +66,10 @@ pub struct Counters {
     /// QoS 0 messages not written to a client whose outbound buffer was
     /// past half its limit.
     pub messages_dropped_slow_consumer: AtomicU64,
+    /// Times a publisher was paused for a congested subscriber, and for how
+    /// long in total (microseconds).
+    pub publisher_pauses: AtomicU64,
+    pub publisher_paused_us: AtomicU64,
     pub connections_accepted: AtomicU64,
     pub connections_refused: AtomicU64,
     pub connections_force_closed: AtomicU64,

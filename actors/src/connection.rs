@@ -30,6 +30,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn, Instrument, Span};
 
 use crate::broker::{publish, BrokerCtx, Counters};
+use crate::inbox::Inbox;
 use crate::outbound::Outbound;
 use crate::registry::{OpenRequest, RegistryMsg};
 use crate::session::{Closed, SessionMsg};
@@ -89,6 +90,8 @@ pub struct ConnectionState {
     _writer: AbortOnDrop,
     effects: Vec<Effect>,
     effects_spare: Vec<Effect>,
+    /// Congested sessions this connection delivered to in the current batch.
+    congested: Vec<Arc<Inbox>>,
 }
 
 impl Actor for Connection {
@@ -151,6 +154,7 @@ impl Actor for Connection {
             _writer: AbortOnDrop(writer),
             effects: Vec::new(),
             effects_spare: Vec::new(),
+            congested: Vec::new(),
         })
     }
 
@@ -165,9 +169,16 @@ impl Actor for Connection {
             match msg {
                 ConnectionMsg::Packets(packets, _permit) => {
                     let now = Instant::now();
+                    let mut paused = Duration::ZERO;
                     for p in packets {
                         st.channel.handle_in(p, now, &mut st.effects);
                         st.run_effects(&myself).await;
+                        // Wait before the next packet, while the permit is
+                        // held: the reader reads nothing more meanwhile and
+                        // TCP slows the publisher down.
+                        if !st.congested.is_empty() {
+                            paused += Box::pin(st.wait_for_subscribers(paused)).await;
+                        }
                     }
                 }
                 ConnectionMsg::ReadClosed(err) => Box::pin(st.read_closed(&myself, err)).await,
@@ -238,7 +249,12 @@ impl ConnectionState {
             Effect::Publish(m) => {
                 #[cfg(feature = "test-hooks")]
                 crate::test_hooks::maybe_panic_connection(&m.topic);
-                publish(&self.ctx, Arc::new(m));
+                let outcome = publish(&self.ctx, Arc::new(m));
+                for inbox in outcome.congested {
+                    if !self.congested.iter().any(|i| Arc::ptr_eq(i, &inbox)) {
+                        self.congested.push(inbox);
+                    }
+                }
             }
             // Boxed: the rare, deep futures would otherwise size every
             // connection actor's task for their worst case (idle memory).
@@ -267,6 +283,33 @@ impl ConnectionState {
             }
             Effect::Close { reason } => self.begin_close(myself, reason),
         }
+    }
+
+    /// Publisher flow control: pause until the congested subscribers the
+    /// last publish went to have drained (see `Inbox`), at most
+    /// `max_publish_delay` per read batch (`spent` so far). Returns the time
+    /// waited.
+    async fn wait_for_subscribers(&mut self, spent: Duration) -> Duration {
+        let limit = self.ctx.config.max_publish_delay.saturating_sub(spent);
+        let congested = std::mem::take(&mut self.congested);
+        if limit.is_zero() {
+            return Duration::ZERO;
+        }
+        let start = Instant::now();
+        for inbox in congested {
+            let left = limit.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            inbox.wait_relieved(left).await;
+        }
+        let waited = start.elapsed();
+        Counters::inc(&self.ctx.counters.publisher_pauses);
+        Counters::add(
+            &self.ctx.counters.publisher_paused_us,
+            waited.as_micros() as u64,
+        );
+        waited
     }
 
     fn to_session(&self, msg: SessionMsg) {

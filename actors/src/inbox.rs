@@ -9,12 +9,30 @@
 //! When the inbox is full (the session actor is stuck or far behind) the new
 //! delivery is dropped and counted: the queue is bounded, as every queue on
 //! the publish path is.
+//!
+//! Flow control: the inbox also publishes the session's *backlog* (inbox plus
+//! the session's own message queue). Past a high watermark the session is
+//! congested, and a publisher that just delivered to it pauses (reading no
+//! more from its socket, so TCP slows the client) until the backlog is back
+//! under the low watermark, or until `max_publish_delay`. A session that
+//! makes no progress at all (its client does not read or acknowledge) is
+//! *stalled*: publishers do not wait for it, and its bounded queue drops the
+//! oldest messages, counted. One stuck subscriber therefore cannot stall
+//! the publishers, while a subscriber that is merely slower than its
+//! publishers is not flooded into dropping acknowledged messages.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use roost_protocol::Delivery;
+use tokio::sync::Notify;
+
+/// A session that made no progress for this long is stalled: publishers
+/// stop waiting for it.
+const STALL_AFTER: Duration = Duration::from_millis(500);
 
 pub struct Inbox {
     queue: Mutex<VecDeque<Delivery>>,
@@ -23,17 +41,97 @@ pub struct Inbox {
     scheduled: AtomicBool,
     dropped: AtomicU64,
     wake: Box<dyn Fn() + Send + Sync>,
+    /// Deliveries in `queue` (readable without the lock).
+    pending: AtomicUsize,
+    /// The session's message queue length, set by the session.
+    queued: AtomicUsize,
+    /// Backlog above which the session is congested, and below which
+    /// waiting publishers resume.
+    high_watermark: usize,
+    low_watermark: usize,
+    /// Milliseconds since `epoch` of the session's last progress (a drain,
+    /// an acknowledgement).
+    progress_ms: AtomicU64,
+    /// The backlog fell under the low watermark.
+    relieved: Notify,
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u64 {
+    epoch().elapsed().as_millis() as u64
 }
 
 impl Inbox {
     /// `wake` sends the session its `Drain` message.
-    pub fn new(capacity: usize, wake: Box<dyn Fn() + Send + Sync>) -> Inbox {
+    /// `high_watermark` is the backlog (inbox + session queue) at which
+    /// publishers start waiting; they resume under half of it.
+    pub fn new(capacity: usize, high_watermark: usize, wake: Box<dyn Fn() + Send + Sync>) -> Inbox {
         Inbox {
             queue: Mutex::new(VecDeque::new()),
             capacity: capacity.max(1),
             scheduled: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
             wake,
+            pending: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
+            high_watermark: high_watermark.max(2),
+            low_watermark: high_watermark.max(2) / 2,
+            progress_ms: AtomicU64::new(now_ms()),
+            relieved: Notify::new(),
+        }
+    }
+
+    fn backlog(&self) -> usize {
+        self.pending.load(Ordering::Relaxed) + self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Congested and not stalled: a publisher should wait for it.
+    pub fn congested(&self) -> bool {
+        self.backlog() >= self.high_watermark && !self.stalled()
+    }
+
+    fn stalled(&self) -> bool {
+        now_ms().saturating_sub(self.progress_ms.load(Ordering::Relaxed))
+            > STALL_AFTER.as_millis() as u64
+    }
+
+    /// The session reports its queue length, and whether messages moved
+    /// toward its client since the last report (sent or acknowledged). An
+    /// offline session only fills its queue: that is no progress, so it
+    /// soon counts as stalled and publishers do not wait for it.
+    pub fn report(&self, session_queue_len: usize, progressed: bool) {
+        self.queued.store(session_queue_len, Ordering::Relaxed);
+        if progressed {
+            self.progress_ms.store(now_ms(), Ordering::Relaxed);
+        }
+        if self.backlog() < self.low_watermark {
+            self.relieved.notify_waiters();
+        }
+    }
+
+    /// Wait until the backlog is under the low watermark, the session
+    /// stalls, or `limit` passes. Returns how long it waited.
+    pub async fn wait_relieved(&self, limit: Duration) -> Duration {
+        let start = Instant::now();
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.relieved.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.backlog() < self.low_watermark || self.stalled() {
+                return start.elapsed();
+            }
+            // Re-check the stall clock at least every STALL_AFTER.
+            let step = (tokio::time::Instant::now() + STALL_AFTER).min(deadline);
+            if tokio::time::timeout_at(step, notified).await.is_err()
+                && tokio::time::Instant::now() >= deadline
+            {
+                return start.elapsed();
+            }
         }
     }
 
@@ -47,6 +145,7 @@ impl Inbox {
                 return false;
             }
             q.push_back(d);
+            self.pending.store(q.len(), Ordering::Relaxed);
         }
         if !self.scheduled.swap(true, Ordering::AcqRel) {
             (self.wake)();
@@ -61,6 +160,7 @@ impl Inbox {
         self.scheduled.store(false, Ordering::Release);
         let mut q = self.queue.lock();
         std::mem::swap(&mut *q, out);
+        self.pending.store(0, Ordering::Relaxed);
     }
 
     pub fn dropped(&self) -> u64 {

@@ -197,7 +197,13 @@ impl RegistryState {
                 }
             })
         };
-        let inbox = Arc::new(Inbox::new(self.ctx.config.inbox_capacity, wake));
+        // Publishers wait for this session past half its queue (see Inbox).
+        let high_watermark = self.ctx.config.session.max_mqueue_len / 2;
+        let inbox = Arc::new(Inbox::new(
+            self.ctx.config.inbox_capacity,
+            high_watermark,
+            wake,
+        ));
         let args = SessionArgs {
             client_id: client.clone(),
             ctx: self.ctx.clone(),

@@ -56,11 +56,14 @@ pub struct RouteTable {
 }
 
 /// What routing one message did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Default)]
 pub struct RouteOutcome {
     pub delivered: usize,
     /// Deliveries refused because a session's inbox was full.
     pub dropped: usize,
+    /// Sessions it went to that are congested (see `Inbox`): the publisher
+    /// should wait for them. Empty (no allocation) in the common case.
+    pub congested: Vec<Arc<Inbox>>,
 }
 
 impl RouteTable {
@@ -118,10 +121,11 @@ impl RouteTable {
             // One filter: every client appears once; no merging needed.
             for (_, e) in &hits {
                 let opts = delivery_opts(msg, &e.subscription);
-                out.count(e.inbox.push(Delivery {
+                let pushed = e.inbox.push(Delivery {
                     message: msg.clone(),
                     opts,
-                }));
+                });
+                out.count(&e.inbox, pushed);
             }
         } else {
             self.route_merged(msg, &hits, &mut out);
@@ -153,10 +157,11 @@ impl RouteTable {
             }
         }
         for (_, (opts, inbox)) in merged {
-            out.count(inbox.push(Delivery {
+            let pushed = inbox.push(Delivery {
                 message: msg.clone(),
                 opts,
-            }));
+            });
+            out.count(inbox, pushed);
         }
     }
 
@@ -171,16 +176,19 @@ impl RouteTable {
             });
         for (_, members) in groups {
             let start = self.round_robin.fetch_add(1, Ordering::Relaxed);
-            // Try members in turn: one with a full inbox is skipped.
-            let pushed = (0..members.len()).any(|i| {
-                let e = members[(start + i) % members.len()];
-                let opts = delivery_opts(msg, &e.subscription);
-                e.inbox.push(Delivery {
-                    message: msg.clone(),
-                    opts,
-                })
+            // Try members in turn: a congested or full one is skipped while
+            // another can take the message.
+            let n = members.len();
+            let pick = (0..n)
+                .map(|i| members[(start + i) % n])
+                .find(|e| !e.inbox.congested())
+                .unwrap_or(members[start % n]);
+            let opts = delivery_opts(msg, &pick.subscription);
+            let pushed = pick.inbox.push(Delivery {
+                message: msg.clone(),
+                opts,
             });
-            out.count(pushed);
+            out.count(&pick.inbox, pushed);
         }
     }
 
@@ -225,11 +233,14 @@ impl RouteTable {
 }
 
 impl RouteOutcome {
-    fn count(&mut self, pushed: bool) {
+    fn count(&mut self, inbox: &Arc<Inbox>, pushed: bool) {
         if pushed {
             self.delivered += 1;
         } else {
             self.dropped += 1;
+        }
+        if inbox.congested() && !self.congested.iter().any(|i| Arc::ptr_eq(i, inbox)) {
+            self.congested.push(inbox.clone());
         }
     }
 }

@@ -313,7 +313,10 @@ impl SessionActorState {
             crate::test_hooks::maybe_panic_session(&d.message.topic);
             self.session.deliver(d, online, now, &mut self.out);
         }
+        // Progress = messages went out toward the client, not into the queue.
+        let progressed = !self.out.is_empty();
         self.flush();
+        self.inbox.report(self.session.mqueue_len(), progressed);
     }
 
     /// Write every packet in `out` to the attached connection. A message
@@ -369,6 +372,7 @@ impl SessionActorState {
             warn!(client_id = %self.client_id, packet_id, kind, error = %e, "ack_unknown_packet_id");
         }
         self.flush();
+        self.inbox.report(self.session.mqueue_len(), true);
     }
 
     fn attach(&mut self, req: AttachRequest, reply: RpcReplyPort<Attached>) {
