@@ -86,27 +86,23 @@ impl Message {
     /// [MQTT-3.1.2-8]
     pub fn from_will(w: LastWill, publisher: ClientId, now: Instant) -> Message {
         let p = w.properties;
-        let properties = PublishProperties {
-            payload_format_indicator: p.payload_format_indicator,
-            message_expiry_interval: p.message_expiry_interval,
-            response_topic: p.response_topic,
-            correlation_data: p.correlation_data,
-            user_properties: p.user_properties,
-            content_type: p.content_type,
-            ..PublishProperties::default()
-        };
-        let expires_at = properties
-            .message_expiry_interval
-            .map(|s| now + Duration::from_secs(u64::from(s)));
-        Message {
+        let publish = Publish {
             topic: w.topic,
             payload: w.payload,
             qos: w.qos,
             retain: w.retain,
-            publisher,
-            properties,
-            expires_at,
-        }
+            properties: PublishProperties {
+                payload_format_indicator: p.payload_format_indicator,
+                message_expiry_interval: p.message_expiry_interval,
+                response_topic: p.response_topic,
+                correlation_data: p.correlation_data,
+                user_properties: p.user_properties,
+                content_type: p.content_type,
+                ..PublishProperties::default()
+            },
+            ..Publish::default()
+        };
+        Message::from_publish(publish, publisher, now)
     }
 
     pub fn is_expired(&self, now: Instant) -> bool {
