@@ -7,6 +7,18 @@ need=()
 command -v cc >/dev/null 2>&1 || need+=(gcc)
 command -v c++ >/dev/null 2>&1 || need+=(g++)
 command -v timeout >/dev/null 2>&1 || need+=(coreutils)
+# The bundled RocksDB (roost-storage) runs bindgen, which loads libclang at
+# build time; a C++ compiler (g++ above) builds its ~400 objects.
+has_libclang() {
+  local f
+  for f in "${LIBCLANG_PATH:-/nonexistent}"/libclang.so* \
+    /usr/lib/llvm-*/lib/libclang.so /usr/lib/*/libclang.so \
+    /usr/lib/*/libclang-[0-9]*.so; do
+    [ -e "$f" ] && return 0
+  done
+  return 1
+}
+has_libclang || need+=(libclang-dev)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing: ${need[*]}"

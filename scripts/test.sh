@@ -15,6 +15,6 @@ mkdir -p "$CARGO_TARGET_DIR"
 
 ./scripts/setup.sh
 
-limit="${ROOST_TEST_TIMEOUT:-1500}"
+limit="${ROOST_TEST_TIMEOUT:-3000}"
 echo "== cargo test --workspace (limit ${limit}s, target ${CARGO_TARGET_DIR})"
 timeout --kill-after=30 "$limit" cargo test --workspace --all-targets --locked

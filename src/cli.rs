@@ -1,9 +1,10 @@
 //! Command line of the `roost` binary (clap derive).
 //!
 //! ```text
-//! roost start [--config FILE] [--node-name NAME] [--mqtt ADDR] [--data-dir DIR]
+//! roost start [--config FILE] [--node-name NAME] [--mqtt ADDR] [--mgmt ADDR] [--data-dir DIR]
 //! roost print-default-config
 //! roost check-config FILE
+//! roost ctl [--node URL] [--token T | --data-dir DIR] [--json] COMMAND   (see `crate::ctl`)
 //! ```
 //!
 //! Config precedence, lowest first: file (or embedded default), `ROOST_*` environment,
@@ -17,6 +18,7 @@ use std::path::{Path, PathBuf};
 use clap::{ArgAction, Args, Parser, Subcommand};
 
 use crate::config::{self, Config, ConfigErrors};
+use crate::ctl::CtlArgs;
 
 /// Exit code of `check-config` when the file has problems.
 pub const EXIT_CONFIG_PROBLEMS: u8 = 1;
@@ -43,6 +45,8 @@ pub enum Command {
     PrintDefaultConfig,
     /// Check a configuration file; print every problem and exit 1 if there is any.
     CheckConfig(CheckConfigArgs),
+    /// Operate a running node through its management API.
+    Ctl(CtlArgs),
 }
 
 #[derive(Debug, Clone, Default, Args)]
@@ -56,6 +60,9 @@ pub struct StartArgs {
     /// MQTT listen address, e.g. 0.0.0.0:1883 (overrides mqtt.listen).
     #[arg(long, value_name = "ADDR")]
     pub mqtt: Option<SocketAddr>,
+    /// Management API listen address, e.g. 127.0.0.1:18083 (overrides mgmt.listen).
+    #[arg(long, value_name = "ADDR")]
+    pub mgmt: Option<SocketAddr>,
     /// Data directory (overrides node.data_dir).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -69,6 +76,9 @@ impl StartArgs {
         }
         if let Some(addr) = self.mqtt {
             cfg.mqtt.listen = addr;
+        }
+        if let Some(addr) = self.mgmt {
+            cfg.mgmt.listen = addr;
         }
         if let Some(dir) = &self.data_dir {
             cfg.node.data_dir.clone_from(dir);
@@ -149,6 +159,8 @@ mod tests {
             "a@b",
             "--mqtt",
             "127.0.0.1:1884",
+            "--mgmt",
+            "127.0.0.1:18084",
             "--data-dir",
             "/d",
             "-vv",
@@ -161,6 +173,7 @@ mod tests {
         assert_eq!(args.config, Some(PathBuf::from("r.toml")));
         assert_eq!(args.node_name.as_deref(), Some("a@b"));
         assert_eq!(args.mqtt, Some("127.0.0.1:1884".parse().expect("addr")));
+        assert_eq!(args.mgmt, Some("127.0.0.1:18084".parse().expect("addr")));
         assert_eq!(args.data_dir, Some(PathBuf::from("/d")));
     }
 
@@ -192,6 +205,45 @@ mod tests {
     }
 
     #[test]
+    fn ctl_parses_commands_and_options() {
+        use crate::ctl::{ClientsCmd, CtlCommand};
+        let cli = parse(&[
+            "ctl",
+            "--node",
+            "http://h:1/",
+            "--token",
+            "t0",
+            "clients",
+            "list",
+            "--match",
+            "x",
+            "--json",
+        ])
+        .expect("valid ctl");
+        let Command::Ctl(args) = cli.command else {
+            panic!("expected ctl");
+        };
+        assert_eq!(args.node, "http://h:1");
+        assert_eq!(args.token.as_deref(), Some("t0"));
+        assert!(args.json);
+        assert!(matches!(
+            args.command,
+            CtlCommand::Clients(ClientsCmd::List { pattern: Some(ref p) }) if p == "x"
+        ));
+        for bad in [
+            &["ctl"][..],
+            &["ctl", "clients"],
+            &["ctl", "clients", "show"],
+            &["ctl", "restart"],
+            &["ctl", "--node", "https://h:1", "status"],
+            &["ctl", "frobnicate"],
+        ] {
+            let err = parse(bad).expect_err("usage error");
+            assert_eq!(err.exit_code(), 2, "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
     fn flags_override_env_which_overrides_file() {
         let path = write_temp(
             "flags_override_env",
@@ -205,6 +257,7 @@ mod tests {
             config: Some(path.clone()),
             node_name: Some("flag@host".to_owned()),
             mqtt: None,
+            mgmt: None,
             data_dir: Some(PathBuf::from("/flag")),
         };
         let cfg = args.load_config(&env);

@@ -22,7 +22,7 @@ mod problem;
 mod units;
 mod validate;
 
-pub use load::{load, parse, ENV_PREFIX};
+pub use load::{load, parse, ENV_NOT_CONFIG, ENV_PREFIX};
 pub use problem::{ConfigErrors, ConfigProblem, Origin, ProblemKind};
 pub use units::{ByteSize, DurationError, HumanDuration, SizeError};
 
@@ -36,6 +36,7 @@ pub struct Config {
     pub node: NodeConfig,
     pub log: LogConfig,
     pub mqtt: MqttConfig,
+    pub mgmt: MgmtConfig,
 }
 
 /// `[node]`: identity and local storage.
@@ -70,6 +71,26 @@ impl Default for LogConfig {
     fn default() -> Self {
         Self {
             level: "info".to_owned(),
+        }
+    }
+}
+
+/// `[mgmt]`: the management HTTP API (`roost ctl`, `/metrics`, health checks).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MgmtConfig {
+    /// Loopback by default: the API can kick clients and restart subtrees.
+    pub listen: SocketAddr,
+    /// Bearer token. Empty = generated on first start into
+    /// `<data_dir>/mgmt.token` (mode 0600) and reused after.
+    pub token: String,
+}
+
+impl Default for MgmtConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 18083)),
+            token: String::new(),
         }
     }
 }
@@ -156,6 +177,7 @@ impl Config {
         validate::log(&self.log, &mut problems);
         validate::mqtt_limits(&self.mqtt, &mut problems);
         validate::mqtt_timers(&self.mqtt, &mut problems);
+        validate::mgmt(&self.mgmt, &mut problems);
         problems
     }
 }

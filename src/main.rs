@@ -1,10 +1,13 @@
-//! The `roost` binary: `start`, `print-default-config`, `check-config`.
+//! The `roost` binary: `start`, `print-default-config`, `check-config`, `ctl`.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 use roost::cli::{self, Cli, Command, StartArgs};
-use roost::node::Node;
+use roost::ctl::{self, CtlArgs};
+use roost::mgmt::LogControl;
+use roost::node::{Node, NodeOptions};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -13,6 +16,21 @@ fn main() -> ExitCode {
         Command::PrintDefaultConfig => print(cli::print_default_config_command()),
         Command::CheckConfig(args) => print(cli::check_config_command(&args.file)),
         Command::Start(args) => start(args, cli.verbose),
+        Command::Ctl(args) => ctl_command(&args),
+    }
+}
+
+/// `roost ctl`: 0 ok, 1 the operation failed (usage errors exit 2 in clap).
+fn ctl_command(args: &CtlArgs) -> ExitCode {
+    match ctl::run(args) {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("roost ctl: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 
@@ -39,9 +57,12 @@ fn start(args: StartArgs, verbose: u8) -> ExitCode {
         verbose,
         std::env::var("RUST_LOG").ok().as_deref(),
     );
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::new(filter))
-        .init();
+    // Reloadable, for `roost ctl log level` (PUT /api/v1/log/level).
+    let logging = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new(&filter))
+        .with_filter_reloading();
+    let log = Arc::new(LogControl::new(logging.reload_handle(), filter));
+    logging.init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -53,7 +74,8 @@ fn start(args: StartArgs, verbose: u8) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let mut node = match Node::start(config).await {
+        let options = NodeOptions { log: Some(log) };
+        let mut node = match Node::start_with(config, options).await {
             Ok(n) => n,
             Err(e) => {
                 eprintln!("roost: {e:#}");

@@ -7,19 +7,21 @@
 //! │   ├── router      route table writer
 //! │   ├── retainer    retained-message upkeep
 //! │   └── sessions    client registry + session actors (temporary)
-//! └── listeners (one_for_one)
-//!     └── tcp:default listener + connection actors (temporary)
+//! ├── listeners (one_for_one)
+//! │   └── tcp:default listener + connection actors (temporary)
+//! └── mgmt            management API + /metrics (`crate::mgmt`)
 //! ```
 //! `broker` is rest_for_one: a restarted router starts with an empty table,
 //! so the sessions after it restart too and the table is rebuilt from live
-//! clients. Listeners are independent of each other.
+//! clients. Listeners are independent of each other. `mgmt` starts last, so
+//! the API answers only once MQTT is served, and stops first.
 //!
 //! Start never waits for anything but this node's own resources (the data
 //! directory and the listen socket).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 use ractor::{Actor, ActorRef};
@@ -29,8 +31,8 @@ use roost_actors::registry::{Registry, RegistryArgs, RegistryMsg};
 use roost_actors::retainer::{Retainer, RetainerArgs};
 use roost_actors::router::{Router, RouterArgs};
 use roost_actors::supervisor::{
-    child_spec_supervisor, ChildSpec, Intensity, Restart, Strategy, Supervisor, SupervisorArgs,
-    SupervisorMsg, TreeNode,
+    child_spec_supervisor, ChildSpec, Intensity, Restart, StartCtx, Strategy, Supervisor,
+    SupervisorArgs, SupervisorMsg, TreeNode,
 };
 use roost_protocol::channel::ChannelConfig;
 use roost_protocol::packet::{reason, QoS};
@@ -38,6 +40,7 @@ use roost_protocol::session::SessionConfig;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::mgmt::{self, AppState, LogControl, Mgmt, MgmtArgs, MgmtMsg, MgmtSlot};
 
 /// Name of the default TCP listener in the tree (`listeners/tcp:default`).
 pub const DEFAULT_LISTENER: &str = "tcp:default";
@@ -47,20 +50,43 @@ pub struct Node {
     root: ActorRef<SupervisorMsg>,
     ctx: Arc<BrokerCtx>,
     config: Config,
+    mgmt: MgmtSlot,
     join: tokio::task::JoinHandle<()>,
+}
+
+/// What a node gets from the process around it, beyond its config.
+#[derive(Default)]
+pub struct NodeOptions {
+    /// Runtime log level control for `PUT /api/v1/log/level`; without it
+    /// that endpoint answers 501.
+    pub log: Option<Arc<LogControl>>,
 }
 
 impl Node {
     /// Start a node: open the data directory, build the supervision tree,
-    /// bind the listener. Returns once MQTT is served.
+    /// bind the listener and the management API. Returns once MQTT is served.
     pub async fn start(config: Config) -> anyhow::Result<Node> {
+        Node::start_with(config, NodeOptions::default()).await
+    }
+
+    /// [`Node::start`] with options from the embedding process.
+    pub async fn start_with(config: Config, options: NodeOptions) -> anyhow::Result<Node> {
         std::fs::create_dir_all(&config.node.data_dir).with_context(|| {
             format!(
                 "cannot create data directory {}",
                 config.node.data_dir.display()
             )
         })?;
+        let token = mgmt::token::resolve(&config)?;
         let ctx = BrokerCtx::new(broker_config(&config), random_seed());
+        let shared = Arc::new(mgmt::Shared {
+            ctx: ctx.clone(),
+            token,
+            node_name: config.node.name.clone(),
+            started: Instant::now(),
+            log: options.log,
+        });
+        let slot: MgmtSlot = Arc::new(Mutex::new(None));
         let args = SupervisorArgs {
             path: String::new(),
             strategy: Strategy::OneForOne,
@@ -68,7 +94,11 @@ impl Node {
                 max_restarts: 3,
                 period: Duration::from_secs(30),
             },
-            children: vec![broker_spec(&ctx), listeners_spec(&ctx, config.mqtt.listen)],
+            children: vec![
+                broker_spec(&ctx),
+                listeners_spec(&ctx, config.mqtt.listen),
+                mgmt_spec(shared, config.mgmt.listen, slot.clone()),
+            ],
         };
         let (root, join) = Actor::spawn(None, Supervisor, args)
             .await
@@ -76,11 +106,12 @@ impl Node {
         let join = tokio::spawn(async move {
             let _ = join.await;
         });
-        info!(node = %config.node.name, mqtt = %config.mqtt.listen, "node_started");
+        info!(node = %config.node.name, mqtt = %config.mqtt.listen, mgmt = %config.mgmt.listen, "node_started");
         Ok(Node {
             root,
             ctx,
             config,
+            mgmt: slot,
             join,
         })
     }
@@ -101,6 +132,17 @@ impl Node {
     pub async fn mqtt_addr(&self) -> anyhow::Result<SocketAddr> {
         let listener = self.listener(DEFAULT_LISTENER).await?;
         Ok(ractor::call!(listener, ListenerMsg::LocalAddr)?)
+    }
+
+    /// The bound address of the management API.
+    pub async fn mgmt_addr(&self) -> anyhow::Result<SocketAddr> {
+        let mgmt = self
+            .mgmt
+            .lock()
+            .ok()
+            .and_then(|m| m.clone())
+            .ok_or_else(|| anyhow!("the management API is not running"))?;
+        Ok(ractor::call!(mgmt, MgmtMsg::LocalAddr)?)
     }
 
     async fn listener(&self, name: &str) -> anyhow::Result<ActorRef<ListenerMsg>> {
@@ -209,6 +251,25 @@ fn listeners_spec(ctx: &Arc<BrokerCtx>, addr: SocketAddr) -> ChildSpec {
         children: vec![tcp.clone()],
     };
     child_spec_supervisor("listeners", args, Restart::Permanent)
+}
+
+/// `mgmt`: the management API actor. Its supervisor is the root, which it
+/// needs for `tree` and `restart`.
+fn mgmt_spec(shared: Arc<mgmt::Shared>, listen: SocketAddr, slot: MgmtSlot) -> ChildSpec {
+    ChildSpec::new("mgmt", move |start: StartCtx| {
+        let args = MgmtArgs {
+            listen,
+            app: AppState {
+                shared: shared.clone(),
+                root: ActorRef::from(start.supervisor.clone()),
+            },
+            slot: slot.clone(),
+        };
+        Box::pin(async move {
+            let (actor, _) = Actor::spawn_linked(None, Mgmt, args, start.supervisor).await?;
+            Ok(actor.get_cell())
+        })
+    })
 }
 
 /// The actors' view of the config.

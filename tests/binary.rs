@@ -27,12 +27,18 @@ impl Drop for Proc {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn start(args: &[&str], env: &[(&str, &str)]) -> Proc {
     let mut cmd = Command::new(BIN);
-    cmd.arg("start").args(args).stdout(Stdio::null()).stderr(Stdio::null());
+    // A free port for the management API: tests run in parallel.
+    cmd.arg("start").args(["--mgmt", "127.0.0.1:0"]).args(args);
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -62,7 +68,11 @@ fn wait_exit(p: &mut Proc, within: Duration) -> std::process::ExitStatus {
 }
 
 fn signal(p: &Proc, sig: &str) {
-    let ok = Command::new("kill").args([sig, &p.0.id().to_string()]).status().unwrap().success();
+    let ok = Command::new("kill")
+        .args([sig, &p.0.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
     assert!(ok);
 }
 
@@ -71,7 +81,15 @@ async fn sigterm_sends_v5_clients_server_shutting_down_and_exits_zero() {
     let port = free_port();
     let data = temp_data_dir();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut p = start(&["--mqtt", &addr.to_string(), "--data-dir", data.to_str().unwrap()], &[]);
+    let mut p = start(
+        &[
+            "--mqtt",
+            &addr.to_string(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[],
+    );
     wait_listening(addr).await;
     let (mut v5, _) = Raw::connect(addr, ProtocolVersion::V5, "v5", true).await;
     let (mut v4, _) = Raw::connect(addr, ProtocolVersion::V311, "v4", true).await;
@@ -80,7 +98,9 @@ async fn sigterm_sends_v5_clients_server_shutting_down_and_exits_zero() {
     signal(&p, "-TERM");
     let got = v5.expect_closed().await;
     assert!(
-        got.iter().any(|p| matches!(p, Packet::Disconnect(d) if d.reason == reason::SERVER_SHUTTING_DOWN)),
+        got.iter().any(
+            |p| matches!(p, Packet::Disconnect(d) if d.reason == reason::SERVER_SHUTTING_DOWN)
+        ),
         "v5 client got {got:?}"
     );
     // A 3.1.1 client has no DISCONNECT from the server: just a close.
@@ -97,7 +117,10 @@ async fn env_override_sets_the_listener_and_sigint_stops() {
     let data = temp_data_dir();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let listen = addr.to_string();
-    let mut p = start(&["--data-dir", data.to_str().unwrap()], &[("ROOST_MQTT__LISTEN", &listen)]);
+    let mut p = start(
+        &["--data-dir", data.to_str().unwrap()],
+        &[("ROOST_MQTT__LISTEN", &listen)],
+    );
     wait_listening(addr).await;
     let (_c, ack) = Raw::connect(addr, ProtocolVersion::V311, "c", true).await;
     assert_eq!(ack.code, 0);
@@ -108,20 +131,39 @@ async fn env_override_sets_the_listener_and_sigint_stops() {
 
 #[test]
 fn print_default_config_is_a_valid_config() {
-    let out = Command::new(BIN).arg("print-default-config").output().unwrap();
+    let out = Command::new(BIN)
+        .arg("print-default-config")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let path = temp_data_dir().with_extension("toml");
     std::fs::write(&path, &out.stdout).unwrap();
-    let check = Command::new(BIN).arg("check-config").arg(&path).output().unwrap();
-    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    let check = Command::new(BIN)
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
     let _ = std::fs::remove_file(path);
 }
 
 #[test]
 fn check_config_lists_every_problem_and_exits_one() {
     let path = temp_data_dir().with_extension("toml");
-    std::fs::write(&path, "[mqtt]\nmax_inflght = 3\nmax_qos = 7\nlisten = 5\n[nodee]\n").unwrap();
-    let out = Command::new(BIN).arg("check-config").arg(&path).output().unwrap();
+    std::fs::write(
+        &path,
+        "[mqtt]\nmax_inflght = 3\nmax_qos = 7\nlisten = 5\n[nodee]\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stderr);
     for needle in ["mqtt.max_inflght", "mqtt.max_qos", "mqtt.listen", "nodee"] {
@@ -134,7 +176,11 @@ fn check_config_lists_every_problem_and_exits_one() {
 fn start_with_a_bad_config_file_fails_with_the_problem_named() {
     let path = temp_data_dir().with_extension("toml");
     std::fs::write(&path, "[mqtt]\nlisten = \"not an address\"\n").unwrap();
-    let out = Command::new(BIN).args(["start", "--config"]).arg(&path).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["start", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("mqtt.listen"));
     let _ = std::fs::remove_file(path);
@@ -142,6 +188,9 @@ fn start_with_a_bad_config_file_fails_with_the_problem_named() {
 
 #[test]
 fn unknown_flag_is_a_usage_error() {
-    let out = Command::new(BIN).args(["start", "--no-such-flag"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["start", "--no-such-flag"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }

@@ -270,8 +270,8 @@ async fn handshake_timeout_closes_a_socket_that_never_sends_connect() {
     // Half a CONNECT is no better than none.
     let mut partial = Raw::connect_tcp(b.addr, V5).await;
     partial.send_bytes(&raw_connect("MQTT", 5, true)[..5]).await;
-    assert_eq!(silent.read_raw_until_closed().await, []);
-    assert_eq!(partial.read_raw_until_closed().await, []);
+    assert_eq!(silent.read_raw_until_closed().await, [0u8; 0]);
+    assert_eq!(partial.read_raw_until_closed().await, [0u8; 0]);
     let took = start.elapsed();
     assert!(took >= timeout, "closed after {took:?}");
     assert!(took < timeout * 5, "closed after {took:?}");
@@ -318,7 +318,7 @@ async fn a_packet_before_connect_closes_the_connection_without_connack() {
         // CONNECT only.
         assert_eq!(
             c.read_raw_until_closed().await,
-            [],
+            [0u8; 0],
             "first packet {bytes:02x?}"
         );
     }
@@ -333,7 +333,7 @@ async fn malformed_v311_connect_closes_without_connack() {
     let mut c = Raw::connect_tcp(b.addr, V311).await;
     c.send_bytes(&bytes).await;
     // [MQTT-3.1.4-1] (3.1.1): close without sending a CONNACK.
-    assert_eq!(c.read_raw_until_closed().await, []);
+    assert_eq!(c.read_raw_until_closed().await, [0u8; 0]);
     b.stop().await;
 }
 

@@ -51,6 +51,8 @@ pub enum RegistryMsg {
     /// Number of sessions (online and offline).
     Count(RpcReplyPort<usize>),
     Sessions(RpcReplyPort<Vec<(ClientId, ActorRef<SessionMsg>)>>),
+    /// The session actor of one client, if it has one (management API).
+    Lookup(ClientId, RpcReplyPort<Option<ActorRef<SessionMsg>>>),
     /// Disconnect a client (admin); false if unknown.
     Kick(ClientId, RpcReplyPort<bool>),
     /// Close every connection with this reason (node shutdown).
@@ -112,6 +114,9 @@ impl Actor for Registry {
                         .map(|(c, e)| (c.clone(), e.actor.clone()))
                         .collect(),
                 );
+            }
+            RegistryMsg::Lookup(client, reply) => {
+                let _ = reply.send(st.sessions.get(&client).map(|e| e.actor.clone()));
             }
             RegistryMsg::Kick(client, reply) => {
                 let found = st.sessions.get(&client).map(|e| {

@@ -99,6 +99,25 @@ impl RouteTable {
         v
     }
 
+    /// Every subscription with its granted QoS, for the management API:
+    /// (filter as subscribed, `$share/<group>/` included; client; QoS).
+    pub fn list_with_qos(&self) -> Vec<(String, ClientId, QoS)> {
+        let t = self.tables.read();
+        let mut v: Vec<_> = t
+            .direct
+            .iter()
+            .map(|(f, c, e)| (f.to_string(), c.clone(), e.subscription.options.qos))
+            .collect();
+        v.extend(t.shared.iter().map(|(f, (g, c), e)| {
+            (
+                format!("$share/{g}/{f}"),
+                c.clone(),
+                e.subscription.options.qos,
+            )
+        }));
+        v
+    }
+
     /// Route one message to every matching session.
     pub fn route(&self, msg: &Arc<Message>) -> RouteOutcome {
         let mut out = RouteOutcome::default();

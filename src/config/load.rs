@@ -21,6 +21,10 @@ use super::{Config, ConfigErrors, ConfigProblem, Origin, ProblemKind, DEFAULT_CO
 /// `ROOST_<SECTION>__<KEY>=value`. Every one must name a known key.
 pub const ENV_PREFIX: &str = "ROOST_";
 
+/// `ROOST_*` variables that are not config overrides: `ROOST_TOKEN` is the
+/// management token of `roost ctl`, often exported in the same shell.
+pub const ENV_NOT_CONFIG: &[&str] = &["ROOST_TOKEN"];
+
 /// One configured value and where it came from.
 struct Leaf {
     path: Vec<String>,
@@ -194,6 +198,9 @@ fn env_leaves(env: &[(String, String)], leaves: &mut Vec<Leaf>, problems: &mut V
         let Some(rest) = strip_prefix_ignore_case(name, ENV_PREFIX) else {
             continue;
         };
+        if ENV_NOT_CONFIG.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+            continue;
+        }
         let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
         let origin = Origin::Env(name.clone());
         if path.iter().any(String::is_empty) {

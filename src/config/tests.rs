@@ -273,6 +273,30 @@ fn unknown_or_malformed_env_override_is_an_error() {
 }
 
 #[test]
+fn roost_token_is_not_a_config_override() {
+    let cfg = load(None, &env(&[("ROOST_TOKEN", "secret-for-roost-ctl")]));
+    assert_eq!(cfg, Ok(Config::default()));
+}
+
+#[test]
+fn mgmt_keys_are_read_and_checked() {
+    let cfg = load(
+        None,
+        &env(&[
+            ("ROOST_MGMT__LISTEN", "127.0.0.1:9999"),
+            ("ROOST_MGMT__TOKEN", "0123456789abcdef"),
+        ]),
+    )
+    .expect("valid");
+    assert_eq!(cfg.mgmt.listen.port(), 9999);
+    assert_eq!(cfg.mgmt.token, "0123456789abcdef");
+    let errors = problems("[mgmt]\ntoken = \"short\"\n");
+    assert!(errors.find("mgmt.token").is_some(), "{errors}");
+    let errors = problems("[mgmt]\ntoken = \"has a space in it, long enough\"\n");
+    assert!(errors.find("mgmt.token").is_some(), "{errors}");
+}
+
+#[test]
 fn the_same_key_set_twice_by_env_is_an_error() {
     let vars = env(&[("ROOST_MQTT__MAX_QOS", "1"), ("roost_mqtt__max_qos", "2")]);
     let errors = load(None, &vars).expect_err("ambiguous overrides");

@@ -2,12 +2,14 @@
 
 use std::time::Duration;
 
-use super::{ConfigProblem, LogConfig, MqttConfig, NodeConfig};
+use super::{ConfigProblem, LogConfig, MgmtConfig, MqttConfig, NodeConfig};
 
 /// The largest Remaining Length MQTT can encode (four variable-byte digits).
 const MQTT_MAX_PACKET_SIZE: u64 = 268_435_455;
 /// [MQTT-3.1.3-5]: the server MUST allow client ids of 1 to 23 bytes.
 const MQTT_MIN_CLIENT_ID_LEN: u16 = 23;
+/// A configured management token shorter than this is too easy to guess.
+pub(crate) const MGMT_MIN_TOKEN_LEN: usize = 16;
 
 pub(super) fn node(node: &NodeConfig, out: &mut Vec<ConfigProblem>) {
     if let Err(why) = check_node_name(&node.name) {
@@ -138,6 +140,28 @@ pub(super) fn mqtt_timers(m: &MqttConfig, out: &mut Vec<ConfigProblem>) {
         if value.is_zero() {
             out.push(ConfigProblem::invalid(path, "must be greater than 0s"));
         }
+    }
+}
+
+pub(super) fn mgmt(m: &MgmtConfig, out: &mut Vec<ConfigProblem>) {
+    if m.token.is_empty() {
+        return;
+    }
+    if m.token.len() < MGMT_MIN_TOKEN_LEN {
+        out.push(ConfigProblem::invalid(
+            "mgmt.token",
+            format!(
+                "must be at least {MGMT_MIN_TOKEN_LEN} characters (or empty to generate one), got {}",
+                m.token.len()
+            ),
+        ));
+    }
+    // It travels in an HTTP header: visible ASCII only.
+    if !m.token.bytes().all(|b| b.is_ascii_graphic()) {
+        out.push(ConfigProblem::invalid(
+            "mgmt.token",
+            "may only contain visible ASCII characters (no spaces or control characters)",
+        ));
     }
 }
 

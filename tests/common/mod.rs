@@ -49,6 +49,7 @@ impl Broker {
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Broker {
         let mut cfg = Config::default();
         cfg.mqtt.listen = "127.0.0.1:0".parse().unwrap();
+        cfg.mgmt.listen = "127.0.0.1:0".parse().unwrap();
         cfg.node.data_dir = temp_data_dir();
         tweak(&mut cfg);
         let data_dir = cfg.node.data_dir.clone();

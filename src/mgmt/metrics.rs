@@ -1,0 +1,363 @@
+//! `/metrics`: Prometheus (OpenMetrics text) via prometheus-client, with a
+//! fresh typed registry per scrape and no global one.
+//!
+//! Gauges are read from live state at scrape time ([`super::query`]): they
+//! cannot go negative or drift, because nothing increments or decrements
+//! them. Counters are the broker's monotonic [`Counters`] and the restart
+//! counts of the supervision tree.
+
+use std::fmt::Write as _;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::registry::{Registry, Unit};
+use roost_actors::broker::Counters;
+
+use super::query;
+use super::AppState;
+
+/// Content type of the OpenMetrics text format (Prometheus reads it).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+type Labels = Vec<(String, String)>;
+
+/// Everything one scrape reports, read from the running node.
+#[derive(Debug, Default, Clone)]
+pub struct Snapshot {
+    pub uptime_secs: u64,
+    /// (listener, live connections).
+    pub connections: Vec<(String, u64)>,
+    pub sessions_online: u64,
+    pub sessions_offline: u64,
+    pub subscriptions: u64,
+    pub routes: u64,
+    pub retained: u64,
+    pub counters: CounterValues,
+    /// (path, restarts); empty if the tree did not answer.
+    pub restarts: Vec<(String, u64)>,
+    pub rss_bytes: Option<u64>,
+}
+
+/// A copy of the broker's [`Counters`].
+#[derive(Debug, Default, Clone)]
+pub struct CounterValues {
+    pub received: u64,
+    pub delivered: u64,
+    pub dropped_no_subscribers: u64,
+    pub dropped_inbox_full: u64,
+    pub dropped_slow_consumer: u64,
+    pub malformed_packets: u64,
+    pub connection_failures: u64,
+    pub session_failures: u64,
+    pub publisher_pauses: u64,
+    pub publisher_paused_us: u64,
+    pub connections_accepted: u64,
+    pub connections_refused: u64,
+    pub connections_force_closed: u64,
+}
+
+impl CounterValues {
+    pub fn read(c: &Counters) -> Self {
+        let g = Counters::get;
+        CounterValues {
+            received: g(&c.messages_received),
+            delivered: g(&c.messages_delivered),
+            dropped_no_subscribers: g(&c.messages_dropped_no_subscribers),
+            dropped_inbox_full: g(&c.messages_dropped_inbox_full),
+            dropped_slow_consumer: g(&c.messages_dropped_slow_consumer),
+            malformed_packets: g(&c.malformed_packets),
+            connection_failures: g(&c.connection_actor_failures),
+            session_failures: g(&c.session_actor_failures),
+            publisher_pauses: g(&c.publisher_pauses),
+            publisher_paused_us: g(&c.publisher_paused_us),
+            connections_accepted: g(&c.connections_accepted),
+            connections_refused: g(&c.connections_refused),
+            connections_force_closed: g(&c.connections_force_closed),
+        }
+    }
+}
+
+/// Reads the live state. Sessions the registry lists but that do not
+/// answer in time are left out (they are stopping).
+pub async fn snapshot(app: &AppState) -> Snapshot {
+    let ctx = &app.shared.ctx;
+    let connections = query::listeners(ctx)
+        .await
+        .into_iter()
+        .map(|l| (l.name, l.connections))
+        .collect();
+    let (sessions_online, sessions_offline) = match query::sessions(ctx).await {
+        Ok(s) => query::online_offline(&s),
+        Err(_) => (0, 0),
+    };
+    let restarts = match roost_actors::supervisor::tree(&app.root).await {
+        Ok(tree) => query::restarts_by_path(&tree),
+        Err(_) => Vec::new(),
+    };
+    Snapshot {
+        uptime_secs: app.shared.started.elapsed().as_secs(),
+        connections,
+        sessions_online,
+        sessions_offline,
+        subscriptions: ctx.routes.subscription_count() as u64,
+        routes: ctx.routes.route_count() as u64,
+        retained: ctx.retained.len() as u64,
+        counters: CounterValues::read(&ctx.counters),
+        restarts,
+        rss_bytes: process_rss_bytes(),
+    }
+}
+
+fn gauge(v: u64) -> ConstGauge {
+    ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn gauge_family(rows: &[(Labels, u64)]) -> Family<Labels, Gauge> {
+    let family = Family::<Labels, Gauge>::default();
+    for (l, v) in rows {
+        family
+            .get_or_create(l)
+            .set(i64::try_from(*v).unwrap_or(i64::MAX));
+    }
+    family
+}
+
+fn counter_family(rows: &[(Labels, u64)]) -> Family<Labels, Counter> {
+    let family = Family::<Labels, Counter>::default();
+    for (l, v) in rows {
+        family.get_or_create(l).inc_by(*v);
+    }
+    family
+}
+
+/// The OpenMetrics text of `s`, every name prefixed `roost_`.
+pub fn encode_snapshot(s: &Snapshot) -> String {
+    let mut r = Registry::with_prefix("roost");
+    register_gauges(&mut r, s);
+    register_counters(&mut r, &s.counters);
+    let restarts: Vec<(Labels, u64)> = s
+        .restarts
+        .iter()
+        .map(|(path, n)| (labels(&[("path", path)]), *n))
+        .collect();
+    r.register(
+        "supervisor_restarts",
+        "Restarts of the actor at each supervision tree path",
+        counter_family(&restarts),
+    );
+    let mut out = String::new();
+    if encode(&mut out, &r).is_err() {
+        // Writing to a String cannot fail; keep the scrape well-formed anyway.
+        out.clear();
+        let _ = writeln!(out, "# EOF");
+    }
+    out
+}
+
+fn register_gauges(r: &mut Registry, s: &Snapshot) {
+    let conns: Vec<(Labels, u64)> = s
+        .connections
+        .iter()
+        .map(|(name, n)| (labels(&[("listener", name)]), *n))
+        .collect();
+    r.register(
+        "connections",
+        "Live MQTT connections (connection actors), by listener",
+        gauge_family(&conns),
+    );
+    let sessions = [
+        (labels(&[("status", "online")]), s.sessions_online),
+        (labels(&[("status", "offline")]), s.sessions_offline),
+    ];
+    r.register(
+        "sessions",
+        "Sessions by status: online (a connection is attached) or offline (kept for a disconnected client)",
+        gauge_family(&sessions),
+    );
+    r.register(
+        "subscriptions",
+        "Subscriptions in the route table (shared-subscription members included)",
+        gauge(s.subscriptions),
+    );
+    r.register(
+        "routes",
+        "Distinct topic filters with at least one subscriber",
+        gauge(s.routes),
+    );
+    r.register(
+        "retained_messages",
+        "Retained messages stored",
+        gauge(s.retained),
+    );
+    r.register_with_unit(
+        "uptime",
+        "Time since the node started",
+        Unit::Seconds,
+        gauge(s.uptime_secs),
+    );
+    if let Some(rss) = s.rss_bytes {
+        r.register_with_unit(
+            "process_resident_memory",
+            "Resident set size of the broker process (VmRSS)",
+            Unit::Bytes,
+            gauge(rss),
+        );
+    }
+}
+
+/// Unlabelled counters: (name, help, value).
+fn simple_counters(c: &CounterValues) -> [(&'static str, &'static str, u64); 7] {
+    [
+        (
+            "messages_received",
+            "PUBLISH packets received from clients (wills included)",
+            c.received,
+        ),
+        (
+            "messages_delivered",
+            "Messages written to subscribers' connections",
+            c.delivered,
+        ),
+        (
+            "malformed_packets",
+            "Packets that could not be decoded (the connection was closed)",
+            c.malformed_packets,
+        ),
+        (
+            "publisher_pauses",
+            "Times a publisher was paused for a congested subscriber",
+            c.publisher_pauses,
+        ),
+        (
+            "connections_accepted",
+            "TCP connections accepted",
+            c.connections_accepted,
+        ),
+        (
+            "connections_refused",
+            "TCP connections refused (mqtt.max_connections reached)",
+            c.connections_refused,
+        ),
+        (
+            "connections_force_closed",
+            "Clients disconnected because their outbound buffer was full",
+            c.connections_force_closed,
+        ),
+    ]
+}
+
+fn register_counters(r: &mut Registry, c: &CounterValues) {
+    for (name, help, v) in simple_counters(c) {
+        r.register(name, help, ConstCounter::new(v));
+    }
+    r.register_with_unit(
+        "publisher_paused",
+        "Total time publishers spent paused for congested subscribers",
+        Unit::Seconds,
+        ConstCounter::new(c.publisher_paused_us as f64 / 1e6),
+    );
+    let dropped = [
+        (
+            labels(&[("reason", "no_subscribers")]),
+            c.dropped_no_subscribers,
+        ),
+        (labels(&[("reason", "inbox_full")]), c.dropped_inbox_full),
+        (
+            labels(&[("reason", "slow_consumer")]),
+            c.dropped_slow_consumer,
+        ),
+    ];
+    r.register(
+        "messages_dropped",
+        "Messages dropped, by reason",
+        counter_family(&dropped),
+    );
+    let failures = [
+        (labels(&[("kind", "connection")]), c.connection_failures),
+        (labels(&[("kind", "session")]), c.session_failures),
+    ];
+    r.register(
+        "actor_failures",
+        "Connection and session actors that failed (panicked or errored)",
+        counter_family(&failures),
+    );
+}
+
+/// VmRSS from `/proc/self/status`, in bytes (Linux only).
+pub fn process_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    parse_vm_rss(&status)
+}
+
+fn parse_vm_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_rss_is_read_in_bytes() {
+        let status = "Name:\troost\nVmPeak:\t  100 kB\nVmRSS:\t    2048 kB\nThreads:\t4\n";
+        assert_eq!(parse_vm_rss(status), Some(2048 * 1024));
+        assert_eq!(parse_vm_rss("Name: x\n"), None);
+        #[cfg(target_os = "linux")]
+        assert!(process_rss_bytes().is_some_and(|b| b > 0));
+    }
+
+    #[test]
+    fn every_metric_is_prefixed_and_typed() {
+        let s = Snapshot {
+            connections: vec![("tcp:default".into(), 3)],
+            sessions_online: 2,
+            sessions_offline: 1,
+            subscriptions: 4,
+            routes: 3,
+            retained: 1,
+            restarts: vec![("broker/router".into(), 1)],
+            rss_bytes: Some(4096),
+            counters: CounterValues {
+                received: 7,
+                dropped_inbox_full: 2,
+                ..CounterValues::default()
+            },
+            ..Snapshot::default()
+        };
+        let text = encode_snapshot(&s);
+        for line in [
+            "# TYPE roost_connections gauge",
+            "roost_connections{listener=\"tcp:default\"} 3",
+            "roost_sessions{status=\"online\"} 2",
+            "roost_sessions{status=\"offline\"} 1",
+            "roost_subscriptions 4",
+            "roost_routes 3",
+            "roost_retained_messages 1",
+            "roost_messages_received_total 7",
+            "roost_messages_dropped_total{reason=\"inbox_full\"} 2",
+            "roost_supervisor_restarts_total{path=\"broker/router\"} 1",
+            "roost_process_resident_memory_bytes 4096",
+            "roost_actor_failures_total{kind=\"connection\"} 0",
+            "# EOF",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line:?} missing in:\n{text}"
+            );
+        }
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            assert!(line.starts_with("roost_"), "{line}");
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! Reads of the node's live state, shared by the API handlers and
+//! `/metrics`. Every figure is computed from what is running *now*: live
+//! connection actors (children of each listener), sessions as the registry
+//! and each session actor report them, the route table, the retained store,
+//! the supervision tree. Nothing is kept as a +/- counter that could drift.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+use ractor::ActorRef;
+use roost_actors::broker::BrokerCtx;
+use roost_actors::listener::ListenerMsg;
+use roost_actors::registry::RegistryMsg;
+use roost_actors::session::{SessionInfo, SessionMsg};
+use roost_actors::supervisor::TreeNode;
+use roost_protocol::{topic, ClientId, Message};
+
+use super::error::ApiError;
+use super::types::{
+    self, ClientDetail, ClientSummary, Failure, ListenerStatus, RetainedMessage, RetainedSummary,
+    RouteEntry, SubscriptionEntry, TreeEntry,
+};
+
+/// Timeout of one call to a broker actor (registry, listener).
+const CALL_MS: u64 = 5_000;
+/// Timeout of one session's `Info`; a session that does not answer in
+/// time (stopping, or busy) is left out of that listing.
+const SESSION_CALL_MS: u64 = 2_000;
+/// Session actors asked at once.
+const SESSION_CONCURRENCY: usize = 64;
+
+/// Every running listener with its live connection count, by name.
+pub async fn listeners(ctx: &BrokerCtx) -> Vec<ListenerStatus> {
+    let refs: Vec<(String, ActorRef<ListenerMsg>)> = ctx
+        .listeners
+        .read()
+        .iter()
+        .map(|(name, l)| (name.clone(), l.clone()))
+        .collect();
+    let mut out = Vec::with_capacity(refs.len());
+    for (name, l) in refs {
+        let count = ractor::call_t!(l, ListenerMsg::ConnectionCount, CALL_MS);
+        let addr = ractor::call_t!(l, ListenerMsg::LocalAddr, CALL_MS);
+        // A listener that does not answer is stopped or restarting: it has
+        // no connections (they stop with it).
+        if let (Ok(count), Ok(addr)) = (count, addr) {
+            out.push(ListenerStatus {
+                name,
+                addr: addr.to_string(),
+                connections: count as u64,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+fn registry(ctx: &BrokerCtx) -> Result<ActorRef<RegistryMsg>, ApiError> {
+    ctx.registry()
+        .ok_or_else(|| ApiError::unavailable("the session registry is not running"))
+}
+
+fn registry_down(e: impl std::fmt::Display) -> ApiError {
+    ApiError::unavailable(format!(
+        "the session registry did not answer (restarting?): {e}"
+    ))
+}
+
+/// Every session that answered, sorted by client id.
+pub async fn sessions(ctx: &BrokerCtx) -> Result<Vec<SessionInfo>, ApiError> {
+    let registry = registry(ctx)?;
+    let list = ractor::call_t!(registry, RegistryMsg::Sessions, CALL_MS).map_err(registry_down)?;
+    let mut infos: Vec<SessionInfo> =
+        futures::stream::iter(list)
+            .map(|(_, actor)| async move {
+                ractor::call_t!(actor, SessionMsg::Info, SESSION_CALL_MS).ok()
+            })
+            .buffer_unordered(SESSION_CONCURRENCY)
+            .filter_map(|info| async move { info })
+            .collect()
+            .await;
+    infos.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+    Ok(infos)
+}
+
+/// One client's session, if it has one.
+pub async fn session(ctx: &BrokerCtx, client: &str) -> Result<Option<SessionInfo>, ApiError> {
+    let registry = registry(ctx)?;
+    let id = ClientId::new(client.to_owned());
+    let actor =
+        ractor::call_t!(registry, RegistryMsg::Lookup, CALL_MS, id).map_err(registry_down)?;
+    let Some(actor) = actor else {
+        return Ok(None);
+    };
+    // It may have ended since the lookup: then it is gone.
+    Ok(ractor::call_t!(actor, SessionMsg::Info, SESSION_CALL_MS).ok())
+}
+
+/// Disconnects a client (MQTT 5: DISCONNECT 0x98, administrative action);
+/// false if it has no session.
+pub async fn kick(ctx: &BrokerCtx, client: &str) -> Result<bool, ApiError> {
+    let registry = registry(ctx)?;
+    let id = ClientId::new(client.to_owned());
+    ractor::call_t!(registry, RegistryMsg::Kick, CALL_MS, id).map_err(registry_down)
+}
+
+/// (online, offline) among `sessions`.
+pub fn online_offline(sessions: &[SessionInfo]) -> (u64, u64) {
+    let online = sessions.iter().filter(|s| s.connected).count() as u64;
+    (online, sessions.len() as u64 - online)
+}
+
+pub fn client_summary(s: &SessionInfo) -> ClientSummary {
+    ClientSummary {
+        client_id: s.client_id.to_string(),
+        connected: s.connected,
+        subscriptions: s.subscriptions.len() as u64,
+        inflight: s.inflight as u64,
+        queued: s.queued as u64,
+    }
+}
+
+pub fn client_detail(s: SessionInfo) -> ClientDetail {
+    let mut subscriptions = s.subscriptions;
+    subscriptions.sort();
+    ClientDetail {
+        client_id: s.client_id.to_string(),
+        connected: s.connected,
+        subscriptions,
+        inflight: s.inflight as u64,
+        queued: s.queued as u64,
+        dropped_queue_full: s.dropped_queue_full,
+        inbox_dropped: s.inbox_dropped,
+    }
+}
+
+/// Subscriptions from the route table, optionally of one client, sorted by
+/// client then filter.
+pub fn subscriptions(ctx: &BrokerCtx, client: Option<&str>) -> Vec<SubscriptionEntry> {
+    let mut out: Vec<SubscriptionEntry> = ctx
+        .routes
+        .list_with_qos()
+        .into_iter()
+        .filter(|(_, c, _)| client.is_none_or(|want| c.as_str() == want))
+        .map(|(filter, c, qos)| SubscriptionEntry {
+            client_id: c.to_string(),
+            filter,
+            qos: qos as u8,
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.client_id, &a.filter).cmp(&(&b.client_id, &b.filter)));
+    out
+}
+
+/// Routes: one per distinct filter with subscribers (shared members under
+/// the filter without its `$share/<group>/`), as the route table counts them.
+pub fn routes(ctx: &BrokerCtx, node: &str) -> Vec<RouteEntry> {
+    let mut by_route: BTreeMap<(String, bool), u64> = BTreeMap::new();
+    for (filter, _, _) in ctx.routes.list_with_qos() {
+        let key = match topic::parse_shared(&filter) {
+            Ok(Some((_, f))) => (f.to_owned(), true),
+            _ => (filter, false),
+        };
+        *by_route.entry(key).or_default() += 1;
+    }
+    by_route
+        .into_iter()
+        .map(|((topic, shared), subscribers)| RouteEntry {
+            topic,
+            node: node.to_owned(),
+            shared,
+            subscribers,
+        })
+        .collect()
+}
+
+/// Retained messages, sorted by topic.
+pub fn retained(ctx: &BrokerCtx) -> Vec<RetainedSummary> {
+    let mut topics = ctx.retained.topics();
+    topics.sort();
+    topics
+        .iter()
+        .filter_map(|t| ctx.retained.get(t))
+        .map(|m| RetainedSummary {
+            topic: m.topic.to_string(),
+            qos: m.qos as u8,
+            payload_bytes: m.payload.len() as u64,
+        })
+        .collect()
+}
+
+pub fn retained_message(m: &Arc<Message>) -> RetainedMessage {
+    let now = Instant::now();
+    RetainedMessage {
+        topic: m.topic.to_string(),
+        qos: m.qos as u8,
+        payload_bytes: m.payload.len() as u64,
+        payload_utf8: std::str::from_utf8(&m.payload).ok().map(str::to_owned),
+        payload_base64: types::base64(&m.payload),
+        expires_in_secs: m
+            .expires_at
+            .map(|at| at.saturating_duration_since(now).as_secs()),
+    }
+}
+
+/// The tree as the API shows it (the root is named `roost`).
+pub fn tree_entry(node: TreeNode) -> TreeEntry {
+    let name = if node.path.is_empty() {
+        "roost".to_owned()
+    } else {
+        node.name
+    };
+    TreeEntry {
+        path: node.path,
+        name,
+        kind: node.kind.to_owned(),
+        status: node.status,
+        restarts: node.restarts,
+        child_restarts: node.child_restarts,
+        last_failure: node.last_failure.map(|(reason, at)| Failure {
+            reason,
+            at: types::rfc3339(at),
+            at_unix: at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        }),
+        children: node.children.into_iter().map(tree_entry).collect(),
+    }
+}
+
+/// Every node below the root: (path, restarts).
+pub fn restarts_by_path(tree: &TreeNode) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let mut stack: Vec<&TreeNode> = tree.children.iter().collect();
+    while let Some(n) = stack.pop() {
+        out.push((n.path.clone(), n.restarts));
+        stack.extend(n.children.iter());
+    }
+    out.sort();
+    out
+}
+
+/// Whether `node` and everything below it is running.
+pub fn all_running(node: &TreeNode) -> bool {
+    node.status == "running" && node.children.iter().all(all_running)
+}

@@ -1,0 +1,353 @@
+//! [`Batch`]: several writes committed as one atomic write, and the plan that
+//! turns it into engine operations at commit time.
+//!
+//! Seqs are assigned at commit, under the store's commit lock, and the write
+//! happens under the same lock: a queue therefore becomes visible in seq
+//! order, and a reader paging a queue never sees seq N+1 before seq N.
+
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
+
+use roost_protocol::ClientId;
+
+use crate::engine::Op;
+use crate::error::{Result, StorageError};
+use crate::keys::{self, ColumnFamily};
+use crate::record::{
+    encode, InflightState, QueueMeta, QueuedMessage, SessionRecord, StoredMessage,
+};
+use crate::storage::{Registry, Storage};
+
+/// Writes to commit together with [`Storage::commit`]: all of them or none
+/// survive a crash. Build one per publish (every persistent subscriber's
+/// append, the publisher's QoS 2 state) and commit it before the PUBACK.
+///
+/// Operations apply in the order they were added. Records are encoded when
+/// added; an encoding failure is returned by `commit`.
+#[derive(Debug, Default)]
+pub struct Batch {
+    ops: Vec<BatchOp>,
+    sync: Option<bool>,
+    error: Option<StorageError>,
+}
+
+#[derive(Debug)]
+pub(crate) enum BatchOp {
+    PutSession(String, Vec<u8>),
+    DeleteSession(String),
+    Append(ClientId, Vec<Vec<u8>>),
+    Remove(String, u64),
+    SetInflight(String, u64, Vec<u8>),
+    PutRetained(String, Vec<u8>),
+    DeleteRetained(String),
+}
+
+/// What [`Storage::commit`] did with each append of the batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// The messages got these seqs, in order.
+    Queued(Range<u64>),
+    /// The client has no stored session (never put, or deleted before this
+    /// commit): nothing was queued. A queue never outlives its session.
+    NoSession,
+}
+
+/// The result of a commit: one outcome per append, in the order added.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommitReceipt {
+    pub appends: Vec<(ClientId, AppendOutcome)>,
+}
+
+impl CommitReceipt {
+    /// The seqs of the first append to `client_id` in the batch, if queued.
+    pub fn seqs(&self, client_id: &ClientId) -> Option<Range<u64>> {
+        self.appends.iter().find_map(|(c, o)| match o {
+            AppendOutcome::Queued(seqs) if c == client_id => Some(seqs.clone()),
+            _ => None,
+        })
+    }
+}
+
+impl Batch {
+    pub fn new() -> Batch {
+        Batch::default()
+    }
+
+    /// Override `StorageOptions::sync` for this batch: fsync the write-ahead
+    /// log before `commit` returns.
+    pub fn sync(&mut self, sync: bool) -> &mut Batch {
+        self.sync = Some(sync);
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    fn encoded(&mut self, what: &'static str, record: &impl serde::Serialize) -> Vec<u8> {
+        encode(what, record).unwrap_or_else(|e| {
+            self.error.get_or_insert(e);
+            Vec::new()
+        })
+    }
+
+    /// Store (replace) a session record. Write it from the session's owner
+    /// only: it replaces the whole record.
+    pub fn put_session(&mut self, client_id: &ClientId, record: &SessionRecord) -> &mut Batch {
+        let value = self.encoded("session record", record);
+        self.ops
+            .push(BatchOp::PutSession(client_id.to_string(), value));
+        self
+    }
+
+    /// Delete a session record and its whole queue (messages and inflight
+    /// state).
+    pub fn delete_session(&mut self, client_id: &ClientId) -> &mut Batch {
+        self.ops.push(BatchOp::DeleteSession(client_id.to_string()));
+        self
+    }
+
+    /// Append messages to the end of a session's queue. Their seqs are in the
+    /// [`CommitReceipt`]; a client with no stored session gets
+    /// [`AppendOutcome::NoSession`].
+    pub fn append(&mut self, client_id: &ClientId, messages: &[QueuedMessage]) -> &mut Batch {
+        let values = messages
+            .iter()
+            .map(|m| self.encoded("queued message", m))
+            .collect();
+        self.ops.push(BatchOp::Append(client_id.clone(), values));
+        self
+    }
+
+    /// Remove one message (and its inflight state) from a queue: it was
+    /// acknowledged, expired or dropped. Removing an absent seq does nothing.
+    pub fn remove(&mut self, client_id: &ClientId, seq: u64) -> &mut Batch {
+        self.ops.push(BatchOp::Remove(client_id.to_string(), seq));
+        self
+    }
+
+    /// Record the outbound state of a queued message (replacing any earlier
+    /// one). Does nothing when the message is not in the queue.
+    pub fn set_inflight(
+        &mut self,
+        client_id: &ClientId,
+        seq: u64,
+        state: InflightState,
+    ) -> &mut Batch {
+        let value = self.encoded("inflight state", &state);
+        self.ops
+            .push(BatchOp::SetInflight(client_id.to_string(), seq, value));
+        self
+    }
+
+    /// Store (replace) the retained message of `topic`.
+    pub fn put_retained(&mut self, topic: &str, message: &StoredMessage) -> &mut Batch {
+        let value = self.encoded("retained message", message);
+        self.ops
+            .push(BatchOp::PutRetained(topic.to_string(), value));
+        self
+    }
+
+    pub fn delete_retained(&mut self, topic: &str) -> &mut Batch {
+        self.ops.push(BatchOp::DeleteRetained(topic.to_string()));
+        self
+    }
+
+    pub(crate) fn into_parts(self) -> Result<(Vec<BatchOp>, Option<bool>)> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok((self.ops, self.sync)),
+        }
+    }
+}
+
+/// What a client's session looks like to a commit in progress: `None` = no
+/// session record; `Some(None)` = session stored, queue meta not loaded yet.
+type Slot = Option<Option<QueueMeta>>;
+
+/// The engine operations of one batch, and the registry changes to apply
+/// once they are written. Tracks the batch's own effects so that operations
+/// later in the batch see earlier ones.
+pub(crate) struct Plan<'a> {
+    storage: &'a Storage,
+    registry: &'a Registry,
+    slots: HashMap<String, Slot>,
+    dirty: HashSet<String>,
+    /// Seqs appended / removed by this batch; clients whose queue this batch
+    /// deleted (the engine's view of them is stale).
+    appended: HashSet<(String, u64)>,
+    removed: HashSet<(String, u64)>,
+    cleared: HashSet<String>,
+    ops: Vec<Op>,
+    receipt: CommitReceipt,
+}
+
+impl<'a> Plan<'a> {
+    pub(crate) fn new(storage: &'a Storage, registry: &'a Registry) -> Plan<'a> {
+        Plan {
+            storage,
+            registry,
+            slots: HashMap::new(),
+            dirty: HashSet::new(),
+            appended: HashSet::new(),
+            removed: HashSet::new(),
+            cleared: HashSet::new(),
+            ops: Vec::new(),
+            receipt: CommitReceipt::default(),
+        }
+    }
+
+    fn slot(&mut self, client: &str) -> &mut Slot {
+        let registry = self.registry;
+        self.slots
+            .entry(client.to_string())
+            .or_insert_with(|| registry.slot(client))
+    }
+
+    /// The queue meta of a stored session (loaded on first use); `None` when
+    /// the client has no session.
+    fn meta(&mut self, client: &str) -> Result<Option<QueueMeta>> {
+        match *self.slot(client) {
+            None => Ok(None),
+            Some(Some(meta)) => Ok(Some(meta)),
+            Some(None) => {
+                let meta = self.storage.load_queue_meta(client)?;
+                *self.slot(client) = Some(Some(meta));
+                Ok(Some(meta))
+            }
+        }
+    }
+
+    fn set_meta(&mut self, client: &str, meta: QueueMeta) {
+        *self.slot(client) = Some(Some(meta));
+        self.dirty.insert(client.to_string());
+    }
+
+    fn message_exists(&self, client: &str, seq: u64) -> Result<bool> {
+        let key = (client.to_string(), seq);
+        if self.removed.contains(&key) {
+            return Ok(false);
+        }
+        if self.appended.contains(&key) {
+            return Ok(true);
+        }
+        if self.cleared.contains(client) {
+            return Ok(false);
+        }
+        self.storage
+            .engine()
+            .contains(ColumnFamily::SessionMsgs, &keys::message_key(client, seq))
+    }
+
+    pub(crate) fn add(&mut self, op: BatchOp) -> Result<()> {
+        match op {
+            BatchOp::PutSession(client, value) => self.put_session(client, value),
+            BatchOp::DeleteSession(client) => self.delete_session(client),
+            BatchOp::Append(client, values) => return self.append(client, values),
+            BatchOp::Remove(client, seq) => return self.remove(&client, seq),
+            BatchOp::SetInflight(client, seq, value) => {
+                if self.slot(&client).is_some() && self.message_exists(&client, seq)? {
+                    let key = keys::inflight_key(&client, seq);
+                    self.ops
+                        .push(Op::Put(ColumnFamily::SessionMsgs, key, value));
+                }
+            }
+            BatchOp::PutRetained(topic, value) => {
+                self.ops
+                    .push(Op::Put(ColumnFamily::Retained, topic.into_bytes(), value));
+            }
+            BatchOp::DeleteRetained(topic) => {
+                self.ops
+                    .push(Op::Delete(ColumnFamily::Retained, topic.into_bytes()));
+            }
+        }
+        Ok(())
+    }
+
+    fn put_session(&mut self, client: String, value: Vec<u8>) {
+        let cleared = self.cleared.contains(&client);
+        let slot = self.slot(&client);
+        if slot.is_none() {
+            // A queue deleted by this batch is known empty; otherwise load
+            // its meta when first needed.
+            *slot = Some(cleared.then_some(QueueMeta::EMPTY));
+        }
+        self.ops
+            .push(Op::Put(ColumnFamily::Sessions, client.into_bytes(), value));
+    }
+
+    fn delete_session(&mut self, client: String) {
+        let prefix = keys::queue_prefix(&client);
+        let end = keys::queue_end(&prefix);
+        self.ops.push(Op::Delete(
+            ColumnFamily::Sessions,
+            client.clone().into_bytes(),
+        ));
+        self.ops
+            .push(Op::DeleteRange(ColumnFamily::SessionMsgs, prefix, end));
+        *self.slot(&client) = None;
+        self.dirty.remove(&client);
+        self.appended.retain(|(c, _)| *c != client);
+        self.removed.retain(|(c, _)| *c != client);
+        self.cleared.insert(client);
+    }
+
+    fn append(&mut self, client_id: ClientId, values: Vec<Vec<u8>>) -> Result<()> {
+        let client = client_id.as_str();
+        let Some(mut meta) = self.meta(client)? else {
+            self.receipt
+                .appends
+                .push((client_id, AppendOutcome::NoSession));
+            return Ok(());
+        };
+        let first = meta.next_seq;
+        for value in values {
+            let seq = meta.next_seq;
+            let key = keys::message_key(client, seq);
+            self.ops
+                .push(Op::Put(ColumnFamily::SessionMsgs, key, value));
+            self.appended.insert((client.to_string(), seq));
+            meta.next_seq += 1;
+            meta.len += 1;
+        }
+        if meta.next_seq != first {
+            self.set_meta(client, meta);
+        }
+        let outcome = AppendOutcome::Queued(first..meta.next_seq);
+        self.receipt.appends.push((client_id, outcome));
+        Ok(())
+    }
+
+    fn remove(&mut self, client: &str, seq: u64) -> Result<()> {
+        let Some(mut meta) = self.meta(client)? else {
+            return Ok(());
+        };
+        if !self.message_exists(client, seq)? {
+            return Ok(());
+        }
+        let msgs = ColumnFamily::SessionMsgs;
+        self.ops
+            .push(Op::Delete(msgs, keys::message_key(client, seq)));
+        self.ops
+            .push(Op::Delete(msgs, keys::inflight_key(client, seq)));
+        self.removed.insert((client.to_string(), seq));
+        self.appended.remove(&(client.to_string(), seq));
+        meta.len = meta.len.saturating_sub(1);
+        self.set_meta(client, meta);
+        Ok(())
+    }
+
+    /// The engine operations to write (queue metas last), the receipt, and
+    /// the registry slots to apply after the write succeeded.
+    pub(crate) fn finish(mut self) -> Result<(Vec<Op>, CommitReceipt, HashMap<String, Slot>)> {
+        for client in &self.dirty {
+            if let Some(&Some(Some(meta))) = self.slots.get(client) {
+                let value = encode("queue meta", &meta)?;
+                let key = keys::queue_prefix(client);
+                self.ops
+                    .push(Op::Put(ColumnFamily::SessionMsgs, key, value));
+            }
+        }
+        Ok((self.ops, self.receipt, self.slots))
+    }
+}

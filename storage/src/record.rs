@@ -1,0 +1,224 @@
+//! The typed records stored on disk, and their encoding.
+//!
+//! Every stored value is one format byte followed by the postcard encoding of
+//! a record type. Postcard writes struct fields in declaration order and enum
+//! variants by index, with no field names, so **the types in this file are
+//! the on-disk format `FORMAT_V1`**: reordering, removing or retyping a field
+//! or an enum variant, or inserting one anywhere, changes the format. Such a
+//! change adds a `FORMAT_V2` with its own types, keeps a V1 decoder that
+//! converts old records, and bumps [`SUPPORTED_FORMAT`];
+//! `format_v1_bytes_are_frozen` in the tests fails when this file drifts.
+//!
+//! These types deliberately do not reuse `roost-protocol`'s packet types, so
+//! a change there cannot silently change what is on disk; `convert.rs` maps
+//! between the two.
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{RecordError, Result, StorageError};
+
+/// Format byte of every record written by this version of Roost.
+pub const FORMAT_V1: u8 = 1;
+/// The newest format this version of Roost reads. A record or a store marker
+/// with a higher format byte is refused ([`StorageError::NewerFormat`]).
+pub const SUPPORTED_FORMAT: u8 = FORMAT_V1;
+
+/// Quality of service. [MQTT-4.3]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum StoredQos {
+    #[default]
+    AtMostOnce,
+    AtLeastOnce,
+    ExactlyOnce,
+}
+
+/// The protocol version a session was created with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StoredProtocol {
+    V311,
+    V5,
+}
+
+/// The MQTT 5 properties of a PUBLISH that are forwarded to subscribers
+/// unchanged. [MQTT-3.3.2-17..20] Message expiry is not here: a stored
+/// message keeps an absolute deadline instead ([`StoredMessage::expires_at_ms`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ForwardedProperties {
+    pub payload_format_indicator: Option<u8>,
+    pub content_type: Option<String>,
+    pub response_topic: Option<String>,
+    pub correlation_data: Option<Bytes>,
+    /// Order and duplicates preserved. [MQTT-3.3.2-18]
+    pub user_properties: Vec<(String, String)>,
+}
+
+/// An application message as stored: a retained message, or the message part
+/// of a queued one.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct StoredMessage {
+    pub topic: String,
+    pub payload: Bytes,
+    /// QoS the publisher used.
+    pub qos: StoredQos,
+    pub retain: bool,
+    /// Client id of the publisher (No Local); empty for broker messages.
+    pub publisher: String,
+    /// Wall-clock deadline (ms since the Unix epoch) after which the message
+    /// is no longer delivered; `None` when it has no Message Expiry Interval.
+    /// Absolute, so expiry keeps running while the node is down.
+    pub expires_at_ms: Option<u64>,
+    pub properties: ForwardedProperties,
+}
+
+/// How one message is delivered to the session that queued it: what its
+/// matching subscriptions decided at publish time.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DeliveryRecord {
+    /// min(message QoS, granted QoS). [MQTT-3.8.4-8]
+    pub qos: StoredQos,
+    /// The RETAIN flag to send. [MQTT-3.3.1-12/13]
+    pub retain: bool,
+    /// Identifiers of every matching subscription. [MQTT-3.3.4-4]
+    pub subscription_ids: Vec<u32>,
+}
+
+/// One entry of a session's durable queue.
+///
+/// Field order matters beyond the format: the delivery comes first so a
+/// message encoded once can later be shared by N queue entries without
+/// re-encoding (postcard concatenates fields).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct QueuedMessage {
+    pub delivery: DeliveryRecord,
+    pub message: StoredMessage,
+}
+
+/// Where an outbound QoS 1/2 delivery stands. [MQTT-4.3.2, 4.3.3]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InflightStage {
+    /// PUBLISH sent; waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
+    /// Redelivered with DUP after a reconnect. [MQTT-4.4.0-1]
+    Published,
+    /// PUBREC received, PUBREL sent; waiting for PUBCOMP. After a reconnect
+    /// the PUBREL is sent again, not the message.
+    Released,
+}
+
+/// The outbound state of one queued message once it has been sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InflightState {
+    pub packet_id: u16,
+    pub stage: InflightStage,
+}
+
+/// Retain Handling subscription option. [MQTT-3.8.3.1]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum StoredRetainHandling {
+    #[default]
+    OnSubscribe,
+    OnNewSubscribe,
+    Never,
+}
+
+/// The subscription options byte. [MQTT-3.8.3.1]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct StoredSubscriptionOptions {
+    pub qos: StoredQos,
+    pub no_local: bool,
+    pub retain_as_published: bool,
+    pub retain_handling: StoredRetainHandling,
+}
+
+/// One subscription of a session.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct StoredSubscription {
+    /// The full filter, including a `$share/group/` prefix.
+    pub filter: String,
+    pub options: StoredSubscriptionOptions,
+    pub identifier: Option<u32>,
+}
+
+/// A session's will message. Intervals stay relative: the will delay and the
+/// will's message expiry start when it is published.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct StoredWill {
+    pub topic: String,
+    pub payload: Bytes,
+    pub qos: StoredQos,
+    pub retain: bool,
+    /// Will Delay Interval, seconds. [MQTT-3.1.3-9]
+    pub delay_interval_secs: Option<u32>,
+    /// Message Expiry Interval of the will, seconds.
+    pub message_expiry_interval_secs: Option<u32>,
+    pub properties: ForwardedProperties,
+}
+
+/// Everything about a persistent session except its queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub protocol: StoredProtocol,
+    pub subscriptions: Vec<StoredSubscription>,
+    /// Session Expiry Interval, seconds (`u32::MAX`: never expires).
+    pub expiry_interval_secs: u32,
+    /// Wall clock (ms since the Unix epoch) when the client disconnected;
+    /// `None` while connected. With the interval it gives the absolute expiry,
+    /// so expiry keeps running across restarts.
+    pub disconnected_at_ms: Option<u64>,
+    pub will: Option<StoredWill>,
+    /// Inbound QoS 2 packet ids whose PUBREL has not arrived: a PUBLISH with
+    /// one of them is a duplicate, not a new message. [MQTT-4.3.3-9]
+    pub awaiting_pubrel: Vec<u16>,
+}
+
+/// Per-queue bookkeeping, stored next to the queue and written in the same
+/// batch as every change to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub(crate) struct QueueMeta {
+    /// The seq the next appended message gets (seqs start at 1).
+    pub next_seq: u64,
+    /// Messages in the queue.
+    pub len: u64,
+}
+
+impl QueueMeta {
+    pub(crate) const EMPTY: QueueMeta = QueueMeta {
+        next_seq: 1,
+        len: 0,
+    };
+}
+
+/// The store-level marker, under [`crate::keys::MARKER_KEY`] in the default
+/// column family. Its format byte is the store's format.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct StoreMarker {
+    /// The Roost version that created the store, for humans.
+    pub created_by: String,
+}
+
+/// Encode a record behind the current format byte.
+pub(crate) fn encode<T: Serialize>(what: &'static str, record: &T) -> Result<Vec<u8>> {
+    postcard::to_extend(record, vec![FORMAT_V1])
+        .map_err(|source| StorageError::Encode { what, source })
+}
+
+/// Decode a value written by [`encode`]. Never panics, whatever the bytes.
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RecordError> {
+    let (&format, body) = bytes.split_first().ok_or(RecordError::Empty)?;
+    match format {
+        FORMAT_V1 => {
+            let (record, rest) = postcard::take_from_bytes(body).map_err(RecordError::Decode)?;
+            if rest.is_empty() {
+                Ok(record)
+            } else {
+                Err(RecordError::TrailingBytes(rest.len()))
+            }
+        }
+        found if found > SUPPORTED_FORMAT => Err(RecordError::NewerFormat {
+            found,
+            supported: SUPPORTED_FORMAT,
+        }),
+        other => Err(RecordError::UnknownFormat(other)),
+    }
+}

@@ -1,0 +1,614 @@
+//! The management API over real HTTP against an in-process node (API on
+//! 127.0.0.1:0): authentication, every endpoint, subtree restarts, health,
+//! and `/metrics` agreeing with live state under connects, disconnects,
+//! killed connection actors and session expiry.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{eventually, persistent_v5, temp_data_dir, Broker, Raw};
+use roost::config::Config;
+use roost::mgmt::types::{ClientDetail, ClientSummary, List, Ready, RouteEntry, Status, TreeEntry};
+use roost::mgmt::LogControl;
+use roost::node::{Node, NodeOptions};
+use roost_actors::supervisor::SupervisorMsg;
+use roost_actors::test_hooks::PANIC_CONNECTION_TOPIC;
+use roost_protocol::packet::{reason, Packet, ProtocolVersion, QoS};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+const V5: ProtocolVersion = ProtocolVersion::V5;
+
+/// A real HTTP client (ureq, on a blocking thread) for one node's API.
+struct Api {
+    base: String,
+    token: String,
+}
+
+impl Api {
+    async fn of(b: &Broker) -> Api {
+        let addr = b.node().mgmt_addr().await.expect("mgmt address");
+        let token = roost::mgmt::token::read(&b.data_dir).expect("generated token");
+        Api {
+            base: format!("http://{addr}"),
+            token,
+        }
+    }
+
+    /// (status, body) of `method path` with this token, `token`, or none.
+    async fn raw(
+        &self,
+        method: &'static str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, String) {
+        let url = format!("{}{path}", self.base);
+        let token = token.map(str::to_owned);
+        let call = move || {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .timeout_global(Some(Duration::from_secs(10)))
+                .http_status_as_error(false)
+                .proxy(None)
+                .build()
+                .into();
+            let auth = token.map(|t| format!("Bearer {t}"));
+            let resp = match (method, body) {
+                ("GET", _) => with_auth(agent.get(&url), auth).call(),
+                ("DELETE", _) => with_auth(agent.delete(&url), auth).call(),
+                ("POST", Some(b)) => with_auth(agent.post(&url), auth).send(b.to_string()),
+                ("PUT", Some(b)) => with_auth(agent.put(&url), auth).send(b.to_string()),
+                ("POST", None) => with_auth(agent.post(&url), auth).send("{not json"),
+                _ => unreachable!("method {method}"),
+            };
+            let mut resp = resp.expect("HTTP exchange");
+            let status = resp.status().as_u16();
+            (status, resp.body_mut().read_to_string().expect("body"))
+        };
+        tokio::time::timeout(Duration::from_secs(15), tokio::task::spawn_blocking(call))
+            .await
+            .expect("HTTP answer in time")
+            .expect("HTTP thread")
+    }
+
+    async fn call(&self, method: &'static str, path: &str, body: Option<Value>) -> (u16, String) {
+        self.raw(method, path, Some(self.token.as_str()), body)
+            .await
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> T {
+        let (status, body) = self.call("GET", path, None).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+    }
+
+    /// Status and the `error` message of a failing call.
+    async fn error(&self, method: &'static str, path: &str, body: Option<Value>) -> (u16, String) {
+        let (status, text) = self.call(method, path, body).await;
+        let v: Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"));
+        (
+            status,
+            v["error"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no error in {text}"))
+                .to_owned(),
+        )
+    }
+
+    async fn metrics(&self) -> HashMap<String, f64> {
+        let (status, text) = self.raw("GET", "/metrics", None, None).await;
+        assert_eq!(status, 200);
+        parse_metrics(&text)
+    }
+}
+
+fn with_auth<B>(req: ureq::RequestBuilder<B>, auth: Option<String>) -> ureq::RequestBuilder<B> {
+    match auth {
+        Some(a) => req.header("authorization", a),
+        None => req,
+    }
+}
+
+/// `name{labels} value` lines -> map; panics on a negative value.
+fn parse_metrics(text: &str) -> HashMap<String, f64> {
+    let mut out = HashMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (name, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad line {line}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line}"));
+        assert!(value >= 0.0, "negative metric: {line}");
+        out.insert(name.to_owned(), value);
+    }
+    out
+}
+
+#[tokio::test]
+async fn api_answers_401_without_a_valid_token_and_nothing_else() {
+    let b = Broker::start().await;
+    let api = Api::of(&b).await;
+    for path in [
+        "/api/v1/status",
+        "/api/v1/clients",
+        "/api/v1/no-such",
+        "/api/v2/status",
+    ] {
+        for token in [None, Some("wrong-token-0123456789")] {
+            let (status, body) = api.raw("GET", path, token, None).await;
+            assert_eq!(status, 401, "{path} {token:?}");
+            assert_eq!(body, r#"{"error":"missing or invalid bearer token"}"#);
+        }
+    }
+    let (status, _) = api
+        .raw(
+            "POST",
+            "/api/v1/restart",
+            None,
+            Some(json!({"path": "broker"})),
+        )
+        .await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        b.node()
+            .tree()
+            .await
+            .unwrap()
+            .find("broker")
+            .unwrap()
+            .restarts,
+        0
+    );
+    // The generated token file is private, and opens the API.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(b.data_dir.join("mgmt.token"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let status: Status = api.get("/api/v1/status").await;
+    assert_eq!(status.node, "roost@localhost");
+    assert_eq!(api.error("GET", "/api/v1/no-such", None).await.0, 404);
+    // Health and metrics need no token.
+    assert_eq!(api.raw("GET", "/health/live", None, None).await.0, 200);
+    assert_eq!(api.raw("GET", "/metrics", None, None).await.0, 200);
+    b.stop().await;
+}
+
+/// c1 on `a/#` (QoS 1), c2 in shared group g on `a/b`, p1 offline.
+async fn two_clients(b: &Broker) -> (Raw, Raw) {
+    let (mut c1, _) = Raw::connect(b.addr, V5, "c1", true).await;
+    c1.subscribe(1, "a/#", QoS::AtLeastOnce).await;
+    let (mut c2, _) = Raw::connect(b.addr, V5, "c2", true).await;
+    c2.subscribe(1, "$share/g/a/b", QoS::AtMostOnce).await;
+    let (p1, _) = Raw::connect_with(b.addr, persistent_v5("p1", 60)).await;
+    p1.disconnect().await;
+    (c1, c2)
+}
+
+#[tokio::test]
+async fn status_and_clients_show_live_state() {
+    let b = Broker::start().await;
+    let api = Api::of(&b).await;
+    let _clients = two_clients(&b).await;
+
+    let s: Status = api.get("/api/v1/status").await;
+    assert_eq!(
+        (
+            s.connections,
+            s.sessions_online,
+            s.sessions_offline,
+            s.subscriptions,
+            s.routes,
+            s.retained
+        ),
+        (2, 2, 1, 2, 2, 0),
+        "{s:?}"
+    );
+    assert_eq!(s.version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(s.listeners[0].name, "tcp:default");
+    assert_eq!(s.listeners[0].addr, b.addr.to_string());
+
+    let all: List<ClientSummary> = api.get("/api/v1/clients").await;
+    let ids: Vec<(&str, bool)> = all
+        .data
+        .iter()
+        .map(|c| (c.client_id.as_str(), c.connected))
+        .collect();
+    assert_eq!(ids, [("c1", true), ("c2", true), ("p1", false)]);
+    let matched: List<ClientSummary> = api.get("/api/v1/clients?match=c").await;
+    assert_eq!(matched.data.len(), 2);
+    let c1_info: ClientDetail = api.get("/api/v1/clients/c1").await;
+    assert_eq!(
+        (c1_info.connected, c1_info.subscriptions.clone()),
+        (true, vec!["a/#".to_owned()])
+    );
+    let (status, message) = api.error("GET", "/api/v1/clients/nobody", None).await;
+    assert_eq!((status, message.as_str()), (404, "no client \"nobody\""));
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn subscriptions_routes_and_kick_work_on_live_clients() {
+    let b = Broker::start().await;
+    let api = Api::of(&b).await;
+    let (c1, mut c2) = two_clients(&b).await;
+
+    let subs: Value = api.get("/api/v1/subscriptions?client=c1").await;
+    assert_eq!(
+        subs,
+        json!({"data": [{"client_id": "c1", "filter": "a/#", "qos": 1}]})
+    );
+    let subs: Value = api.get("/api/v1/subscriptions").await;
+    assert_eq!(subs["data"].as_array().map(Vec::len), Some(2));
+    let routes: List<RouteEntry> = api.get("/api/v1/routes").await;
+    let routes: Vec<(&str, bool, u64)> = routes
+        .data
+        .iter()
+        .map(|r| (r.topic.as_str(), r.shared, r.subscribers))
+        .collect();
+    assert_eq!(routes, [("a/#", false, 1), ("a/b", true, 1)]);
+
+    // Kick: the v5 client is told why, and is gone from the live state.
+    let kicked: Value = api
+        .call("DELETE", "/api/v1/clients/c2", None)
+        .await
+        .1
+        .parse()
+        .unwrap();
+    assert_eq!(kicked, json!({"client_id": "c2"}));
+    let got = c2.expect_closed().await;
+    assert!(
+        got.iter().any(
+            |p| matches!(p, Packet::Disconnect(d) if d.reason == reason::ADMINISTRATIVE_ACTION)
+        ),
+        "{got:?}"
+    );
+    assert_eq!(api.error("DELETE", "/api/v1/clients/c2", None).await.0, 404);
+    assert!(
+        eventually(|| async { api.get::<Status>("/api/v1/status").await.connections == 1 }).await
+    );
+    drop(c1);
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn retained_messages_are_listed_shown_and_deleted_by_url_encoded_topic() {
+    let b = Broker::start().await;
+    let api = Api::of(&b).await;
+    let (mut c, _) = Raw::connect(b.addr, V5, "pub", true).await;
+    c.publish("status/door", b"open", QoS::AtMostOnce, true, 0)
+        .await;
+    c.publish("bin/x", b"\xff\x00", QoS::AtMostOnce, true, 0)
+        .await;
+    assert!(eventually(|| async { b.node().ctx().retained.len() == 2 }).await);
+
+    let list: Value = api.get("/api/v1/retained").await;
+    assert_eq!(
+        list["data"][1],
+        json!({"topic": "status/door", "qos": 0, "payload_bytes": 4})
+    );
+    let door: Value = api.get("/api/v1/retained/status%2Fdoor").await;
+    assert_eq!(door["payload_utf8"], "open");
+    assert_eq!(door["payload_base64"], "b3Blbg==");
+    // Unencoded slashes work too (the topic is the rest of the path).
+    let same: Value = api.get("/api/v1/retained/status/door").await;
+    assert_eq!(same, door);
+    let bin: Value = api.get("/api/v1/retained/bin%2Fx").await;
+    assert_eq!(
+        (bin["payload_utf8"].clone(), bin["payload_base64"].clone()),
+        (Value::Null, json!("/wA="))
+    );
+
+    let (status, body) = api
+        .call("DELETE", "/api/v1/retained/status%2Fdoor", None)
+        .await;
+    assert_eq!((status, body.as_str()), (200, r#"{"topic":"status/door"}"#));
+    assert_eq!(
+        api.error("GET", "/api/v1/retained/status%2Fdoor", None)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        api.error("DELETE", "/api/v1/retained/status%2Fdoor", None)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(b.node().ctx().retained.len(), 1);
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn restart_through_the_api_shows_in_the_tree_and_metrics() {
+    let b = Broker::start().await;
+    let api = Api::of(&b).await;
+    let tree: TreeEntry = api.get("/api/v1/tree").await;
+    let top: Vec<&str> = tree.children.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        (tree.name.as_str(), top),
+        ("roost", vec!["broker", "listeners", "mgmt"])
+    );
+
+    let (status, body) = api
+        .call(
+            "POST",
+            "/api/v1/restart",
+            Some(json!({"path": "broker/router"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"path":"broker/router"}"#)
+    );
+    let restarted = eventually(|| async {
+        let t: TreeEntry = api.get("/api/v1/tree").await;
+        let broker = &t.children[0];
+        let router = broker.children.iter().find(|c| c.name == "router").unwrap();
+        router.restarts == 1 && router.status == "running" && broker.child_restarts >= 1
+    })
+    .await;
+    assert!(restarted, "{:#?}", b.node().tree().await.unwrap());
+    let m = api.metrics().await;
+    assert_eq!(
+        m[r#"roost_supervisor_restarts_total{path="broker/router"}"#],
+        1.0
+    );
+    assert_eq!(
+        m[r#"roost_supervisor_restarts_total{path="listeners/tcp:default"}"#],
+        0.0
+    );
+
+    for (path, code, needle) in [
+        ("", 400, "refusing to restart the root"),
+        ("/", 400, "refusing to restart the root"),
+        ("no/such", 404, "no actor at path \"no/such\""),
+        ("broker/nope", 404, "no actor at path"),
+    ] {
+        let (status, message) = api
+            .error("POST", "/api/v1/restart", Some(json!({ "path": path })))
+            .await;
+        assert_eq!(status, code, "{path:?}: {message}");
+        assert!(message.contains(needle), "{path:?}: {message}");
+    }
+    let (status, message) = api.error("POST", "/api/v1/restart", None).await;
+    assert_eq!(status, 400);
+    assert!(message.starts_with("invalid request body"), "{message}");
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn the_api_restarts_itself_and_comes_back() {
+    let b = Broker::start().await;
+    let api = Api::of(&b).await;
+    let (status, _) = api
+        .call("POST", "/api/v1/restart", Some(json!({"path": "mgmt"})))
+        .await;
+    assert_eq!(status, 200);
+    // Port 0: the new instance may have another port; ask the node.
+    let back = eventually(|| async {
+        let Ok(addr) = b.node().mgmt_addr().await else {
+            return false;
+        };
+        let api = Api {
+            base: format!("http://{addr}"),
+            token: api.token.clone(),
+        };
+        let t: TreeEntry = api.get("/api/v1/tree").await;
+        t.children
+            .iter()
+            .any(|c| c.name == "mgmt" && c.restarts == 1 && c.status == "running")
+    })
+    .await;
+    assert!(back, "{:#?}", b.node().tree().await.unwrap());
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn ready_is_200_while_serving_and_503_without_the_listener() {
+    let b = Broker::start().await;
+    let api = Api::of(&b).await;
+    let (status, body) = api.raw("GET", "/health/ready", None, None).await;
+    let ready: Ready = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (status, ready),
+        (
+            200,
+            Ready {
+                ready: true,
+                listener: true,
+                broker: true
+            }
+        )
+    );
+
+    // Remove the default listener from its supervisor: not ready any more.
+    let root = b.node().root();
+    let children = ractor::call!(root, SupervisorMsg::WhichChildren).unwrap();
+    let listeners = children
+        .into_iter()
+        .find(|c| c.name == "listeners")
+        .unwrap();
+    let listeners: ractor::ActorRef<SupervisorMsg> = listeners.cell.unwrap().into();
+    let removed = ractor::call!(
+        listeners,
+        SupervisorMsg::TerminateChild,
+        "tcp:default".to_owned()
+    )
+    .unwrap();
+    assert!(removed.is_ok());
+    let (status, body) = api.raw("GET", "/health/ready", None, None).await;
+    let ready: Ready = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (status, ready),
+        (
+            503,
+            Ready {
+                ready: false,
+                listener: false,
+                broker: true
+            }
+        )
+    );
+    assert_eq!(api.raw("GET", "/health/live", None, None).await.0, 200);
+    b.stop().await;
+}
+
+/// What the metrics must say, checked against `/metrics` and `status`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Expect {
+    connections: u64,
+    online: u64,
+    offline: u64,
+    subscriptions: u64,
+}
+
+async fn agrees(api: &Api, want: Expect) -> bool {
+    let m = api.metrics().await;
+    let s: Status = api.get("/api/v1/status").await;
+    let got = Expect {
+        connections: m[r#"roost_connections{listener="tcp:default"}"#] as u64,
+        online: m[r#"roost_sessions{status="online"}"#] as u64,
+        offline: m[r#"roost_sessions{status="offline"}"#] as u64,
+        subscriptions: m["roost_subscriptions"] as u64,
+    };
+    let from_status = Expect {
+        connections: s.connections,
+        online: s.sessions_online,
+        offline: s.sessions_offline,
+        subscriptions: s.subscriptions,
+    };
+    got == want && from_status == want
+}
+
+/// `[connections, sessions online, sessions offline, subscriptions]`.
+async fn assert_agrees(
+    api: &Api,
+    [connections, online, offline, subscriptions]: [u64; 4],
+    step: &str,
+) {
+    let want = Expect {
+        connections,
+        online,
+        offline,
+        subscriptions,
+    };
+    if !eventually(|| agrees(api, want)).await {
+        let m = api.metrics().await;
+        let s: Status = api.get("/api/v1/status").await;
+        panic!("{step}: want {want:?}\nstatus {s:?}\nmetrics {m:?}");
+    }
+}
+
+#[tokio::test]
+async fn metrics_agree_with_live_state_through_churn_kills_and_expiry() {
+    let b = Broker::start().await;
+    let api = Api::of(&b).await;
+    assert_agrees(&api, [0, 0, 0, 0], "empty").await;
+
+    let mut clean = Vec::new();
+    for i in 0..4 {
+        let (mut c, _) = Raw::connect(b.addr, V5, &format!("clean-{i}"), true).await;
+        c.subscribe(1, &format!("t/{i}"), QoS::AtMostOnce).await;
+        clean.push(c);
+    }
+    let (mut stays, _) = Raw::connect_with(b.addr, persistent_v5("stays-offline", 600)).await;
+    stays.subscribe(1, "s/#", QoS::AtLeastOnce).await;
+    let (mut victim, _) = Raw::connect_with(b.addr, persistent_v5("victim", 1)).await;
+    victim.subscribe(1, "v/#", QoS::AtLeastOnce).await;
+    assert_agrees(&api, [6, 6, 0, 6], "connected").await;
+
+    // Disconnects: clean sessions end, a persistent one goes offline.
+    clean.pop().unwrap().disconnect().await;
+    drop(clean.pop());
+    stays.disconnect().await;
+    assert_agrees(&api, [3, 3, 1, 4], "disconnected").await;
+
+    // A killed connection actor: its session goes offline, then expires (1 s).
+    victim
+        .publish(PANIC_CONNECTION_TOPIC, b"boom", QoS::AtMostOnce, false, 0)
+        .await;
+    victim.expect_closed().await;
+    let m = api.metrics().await;
+    assert!(
+        m[r#"roost_actor_failures_total{kind="connection"}"#] >= 1.0,
+        "{m:?}"
+    );
+    assert_agrees(&api, [2, 2, 1, 3], "expired").await;
+
+    // Reconnecting the offline session brings it back online.
+    let (_back, ack) = Raw::connect_with(b.addr, persistent_v5("stays-offline", 600)).await;
+    assert!(ack.session_present);
+    assert_agrees(&api, [3, 3, 0, 3], "resumed").await;
+    let m = api.metrics().await;
+    assert!(m["roost_process_resident_memory_bytes"] > 0.0);
+    assert!(m.contains_key("roost_messages_received_total"), "{m:?}");
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn log_level_is_changed_at_runtime() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::{reload, EnvFilter};
+
+    // A reloadable filter on a subscriber kept alive (not installed
+    // globally: tests share the process).
+    let (layer, handle) = reload::Layer::new(EnvFilter::new("info"));
+    let _subscriber = tracing_subscriber::registry().with(layer);
+    let mut cfg = Config::default();
+    cfg.mqtt.listen = "127.0.0.1:0".parse().unwrap();
+    cfg.mgmt.listen = "127.0.0.1:0".parse().unwrap();
+    cfg.node.data_dir = temp_data_dir();
+    let data_dir = cfg.node.data_dir.clone();
+    let options = NodeOptions {
+        log: Some(Arc::new(LogControl::new(handle, "info"))),
+    };
+    let node = Node::start_with(cfg, options).await.expect("node starts");
+    let b = Broker {
+        addr: node.mqtt_addr().await.unwrap(),
+        node: Some(node),
+        data_dir,
+    };
+    let api = Api::of(&b).await;
+
+    let (status, body) = api
+        .call("PUT", "/api/v1/log/level", Some(json!({"level": "debug"})))
+        .await;
+    assert_eq!((status, body.as_str()), (200, r#"{"level":"debug"}"#));
+    let now: Value = api.get("/api/v1/log/level").await;
+    assert_eq!(now, json!({"level": "debug"}));
+    let (status, message) = api
+        .error(
+            "PUT",
+            "/api/v1/log/level",
+            Some(json!({"level": "roost=loud"})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        message.contains("not a valid log filter directive"),
+        "{message}"
+    );
+    b.stop().await;
+
+    // Without a reload handle (an embedded node): 501, with a message.
+    let b = Broker::start().await;
+    let api = Api::of(&b).await;
+    let (status, message) = api
+        .error("PUT", "/api/v1/log/level", Some(json!({"level": "debug"})))
+        .await;
+    assert_eq!(status, 501, "{message}");
+    b.stop().await;
+}
