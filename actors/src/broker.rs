@@ -66,6 +66,10 @@ pub struct Counters {
     /// QoS 0 messages not written to a client whose outbound buffer was
     /// past half its limit.
     pub messages_dropped_slow_consumer: AtomicU64,
+    /// Dropped from a full session queue (`max_mqueue_len`, oldest first).
+    pub messages_dropped_queue_full: AtomicU64,
+    /// Dropped because their Message Expiry Interval passed before delivery.
+    pub messages_dropped_expired: AtomicU64,
     /// Times a publisher was paused for a congested subscriber, and for how
     /// long in total (microseconds).
     pub publisher_pauses: AtomicU64,

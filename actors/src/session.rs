@@ -217,6 +217,8 @@ pub struct SessionActorState {
     /// stale and ignored.
     generation: u64,
     attached_before: bool,
+    /// Drop counts already added to the node-wide counters.
+    reported: roost_protocol::session::SessionStats,
     batch: VecDeque<Delivery>,
     out: Vec<Packet>,
 }
@@ -244,6 +246,7 @@ impl Actor for Session {
             awaiting_rel: HashSet::new(),
             generation: 0,
             attached_before: false,
+            reported: Default::default(),
             batch: VecDeque::new(),
             out: Vec::new(),
         })
@@ -317,6 +320,7 @@ impl SessionActorState {
         let progressed = !self.out.is_empty();
         self.flush();
         self.inbox.report(self.session.mqueue_len(), progressed);
+        self.publish_drop_counts();
     }
 
     /// Write every packet in `out` to the attached connection. A message
@@ -362,6 +366,21 @@ impl SessionActorState {
         }
     }
 
+    /// Add this session's new drops to the node-wide counters (metrics).
+    fn publish_drop_counts(&mut self) {
+        let st = &self.session.stats;
+        let c = &self.ctx.counters;
+        Counters::add(
+            &c.messages_dropped_queue_full,
+            st.dropped_queue_full - self.reported.dropped_queue_full,
+        );
+        Counters::add(
+            &c.messages_dropped_expired,
+            st.dropped_expired - self.reported.dropped_expired,
+        );
+        self.reported = st.clone();
+    }
+
     fn after_ack(
         &mut self,
         kind: &'static str,
@@ -373,6 +392,7 @@ impl SessionActorState {
         }
         self.flush();
         self.inbox.report(self.session.mqueue_len(), true);
+        self.publish_drop_counts();
     }
 
     fn attach(&mut self, req: AttachRequest, reply: RpcReplyPort<Attached>) {

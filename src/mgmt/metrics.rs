@@ -48,6 +48,8 @@ pub struct CounterValues {
     pub dropped_no_subscribers: u64,
     pub dropped_inbox_full: u64,
     pub dropped_slow_consumer: u64,
+    pub dropped_queue_full: u64,
+    pub dropped_expired: u64,
     pub malformed_packets: u64,
     pub connection_failures: u64,
     pub session_failures: u64,
@@ -67,6 +69,8 @@ impl CounterValues {
             dropped_no_subscribers: g(&c.messages_dropped_no_subscribers),
             dropped_inbox_full: g(&c.messages_dropped_inbox_full),
             dropped_slow_consumer: g(&c.messages_dropped_slow_consumer),
+            dropped_queue_full: g(&c.messages_dropped_queue_full),
+            dropped_expired: g(&c.messages_dropped_expired),
             malformed_packets: g(&c.malformed_packets),
             connection_failures: g(&c.connection_actor_failures),
             session_failures: g(&c.session_actor_failures),
@@ -275,6 +279,8 @@ fn register_counters(r: &mut Registry, c: &CounterValues) {
             labels(&[("reason", "slow_consumer")]),
             c.dropped_slow_consumer,
         ),
+        (labels(&[("reason", "queue_full")]), c.dropped_queue_full),
+        (labels(&[("reason", "expired")]), c.dropped_expired),
     ];
     r.register(
         "messages_dropped",
