@@ -132,6 +132,22 @@ pub fn log_filter(configured: &str, verbose: u8, rust_log: Option<&str>) -> Stri
     }
 }
 
+/// The directive the filter is built from: `directive` plus `ractor=warn` unless it sets
+/// a level for ractor itself. ractor opens an INFO span ("Actor") per actor that lives
+/// as long as the actor: about 500 B per actor with the fmt subscriber, two actors per
+/// connection, for spans none of our events need (docs/BENCHMARKS.md, idle connection
+/// memory). Shown directives (`roost ctl log level`) stay as given.
+pub fn quiet_ractor(directive: &str) -> String {
+    if directive
+        .split(',')
+        .any(|d| d.trim_start().starts_with("ractor"))
+    {
+        directive.to_owned()
+    } else {
+        format!("{directive},ractor=warn")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::error::ErrorKind;
@@ -340,5 +356,13 @@ mod tests {
         assert_eq!(log_filter("warn", 1, None), "debug");
         assert_eq!(log_filter("warn", 3, None), "trace");
         assert_eq!(log_filter("warn", 0, None), "warn");
+    }
+
+    #[test]
+    fn quiet_ractor_unless_a_level_is_set_for_it() {
+        assert_eq!(quiet_ractor("info"), "info,ractor=warn");
+        assert_eq!(quiet_ractor("roost=trace"), "roost=trace,ractor=warn");
+        assert_eq!(quiet_ractor("ractor=debug"), "ractor=debug");
+        assert_eq!(quiet_ractor("info, ractor=trace"), "info, ractor=trace");
     }
 }

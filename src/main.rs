@@ -59,7 +59,7 @@ fn start(args: StartArgs, verbose: u8) -> ExitCode {
     );
     // Reloadable, for `roost ctl log level` (PUT /api/v1/log/level).
     let logging = tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::new(&filter))
+        .with_env_filter(EnvFilter::new(cli::quiet_ractor(&filter)))
         .with_filter_reloading();
     let log = Arc::new(LogControl::new(logging.reload_handle(), filter));
     logging.init();

@@ -23,7 +23,6 @@ use roost_protocol::channel::{Channel, ChannelState, ConnectInfo, Effect};
 use roost_protocol::codec::{self, DecodeError};
 use roost_protocol::packet::{reason, ConnAck, Disconnect, Packet, ProtocolVersion};
 use roost_protocol::ClientId;
-use tokio::io::AsyncReadExt;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -50,8 +49,8 @@ pub enum ConnectionMsg {
     Packets(Vec<Packet>, OwnedSemaphorePermit),
     /// The reader stopped: end of stream (None) or a decode error.
     ReadClosed(Option<DecodeError>),
-    /// The writer flushed and shut the socket down, or failed.
-    WriterDone,
+    /// The outbound side flushed and shut the socket down, or failed.
+    WriterDone(Option<std::io::Error>),
     /// No complete packet within the silence limit (handshake timeout
     /// before CONNECT, keep alive x multiplier after).
     IdleTimeout,
@@ -77,7 +76,10 @@ pub struct ConnectionState {
     channel: Channel,
     outbound: Arc<Outbound>,
     session: Option<ActorRef<crate::session::SessionMsg>>,
-    info: Option<ConnectInfo>,
+    /// CONNECT was accepted (the session is attached).
+    connected: bool,
+    /// For the warnings: the span below is off at the default level.
+    peer: SocketAddr,
     /// The client sent DISCONNECT: no will (unless reason 0x04).
     will_on_close: bool,
     session_expiry_update: Option<u32>,
@@ -85,9 +87,12 @@ pub struct ConnectionState {
     /// Shared with the reader task, which times silence out (no timer
     /// task per connection).
     idle_limit: Arc<IdleLimit>,
+    /// Debug level: a span costs ~500 B per connection in the fmt
+    /// subscriber, too much to keep for every idle client by default.
     span: Span,
     _reader: AbortOnDrop,
-    _writer: AbortOnDrop,
+    /// Effect is ~280 B: an idle connection keeps neither vector's
+    /// capacity (see `release_idle_buffers`).
     effects: Vec<Effect>,
     effects_spare: Vec<Effect>,
     /// Congested sessions this connection delivered to in the current batch.
@@ -106,37 +111,24 @@ impl Actor for Connection {
     ) -> Result<Self::State, ActorProcessingErr> {
         let ctx = args.ctx;
         let conn_id = ctx.next_conn_id();
-        let span = tracing::info_span!("conn", conn_id, peer = %args.peer, client_id = tracing::field::Empty, node = %ctx.config.node_name);
+        let span = tracing::debug_span!("conn", conn_id, peer = %args.peer, client_id = tracing::field::Empty, node = %ctx.config.node_name);
         let _ = args.stream.set_nodelay(true);
         let (rd, wr) = args.stream.into_split();
-        let outbound = Outbound::new(ctx.config.outbound_buffer);
-        let writer = {
-            let (outbound, me) = (outbound.clone(), myself.clone());
-            tokio::spawn(
-                async move {
-                    if let Err(e) = outbound.run_writer(wr).await {
-                        debug!(error = %e, "write_failed");
-                    }
-                    let _ = me.cast(ConnectionMsg::WriterDone);
-                }
-                .instrument(span.clone()),
-            )
-        };
+        let outbound = Outbound::new(ctx.config.outbound_buffer, wr, myself.clone());
         // Until CONNECT is accepted the silence limit is the handshake
         // timeout; afterwards the keep alive limit (0 = none).
         let idle_limit = Arc::new(IdleLimit {
             ms: AtomicU64::new(ctx.config.handshake_timeout.as_millis() as u64),
             changed: tokio::sync::Notify::new(),
         });
-        let reader = tokio::spawn(
-            read_loop(
-                rd,
-                myself.clone(),
-                ctx.config.channel.max_packet_size,
-                idle_limit.clone(),
-            )
-            .instrument(span.clone()),
-        );
+        // Not instrumented: it logs nothing, and the span would add to
+        // every connection's reader task.
+        let reader = tokio::spawn(read_loop(
+            rd,
+            myself.clone(),
+            ctx.config.channel.max_packet_size,
+            idle_limit.clone(),
+        ));
         let assign_id = ClientId::new(format!("roost-{:x}-{:x}", ctx.id_seed, conn_id));
         Ok(ConnectionState {
             channel: Channel::new(ctx.config.channel.clone(), assign_id, Instant::now()),
@@ -144,33 +136,39 @@ impl Actor for Connection {
             conn_id,
             outbound,
             session: None,
-            info: None,
+            connected: false,
+            peer: args.peer,
             will_on_close: true,
             idle_limit,
             session_expiry_update: None,
             closing: false,
             span,
             _reader: AbortOnDrop(reader),
-            _writer: AbortOnDrop(writer),
             effects: Vec::new(),
             effects_spare: Vec::new(),
             congested: Vec::new(),
         })
     }
 
-    async fn handle(
+    // Not an `async fn`: one async block keeps the arguments once, and
+    // ractor boxes this future (twice its size) in every connection actor.
+    fn handle(
         &self,
         myself: ActorRef<ConnectionMsg>,
         msg: ConnectionMsg,
         st: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
+    ) -> impl std::future::Future<Output = Result<(), ActorProcessingErr>> + Send {
         let span = st.span.clone();
-        async {
+        let busy = matches!(&msg, ConnectionMsg::Packets(p, _) if p.len() > 1);
+        async move {
             match msg {
                 ConnectionMsg::Packets(packets, _permit) => {
                     let now = Instant::now();
                     let mut paused = Duration::ZERO;
-                    for p in packets {
+                    let mut packets = packets.into_iter();
+                    // Not `for`: its `Option<Packet>` (264 B) would live in the future.
+                    loop {
+                        let Some(p) = packets.next() else { break };
                         st.channel.handle_in(p, now, &mut st.effects);
                         st.run_effects(&myself).await;
                         // Wait before the next packet, while the permit is
@@ -182,7 +180,7 @@ impl Actor for Connection {
                     }
                 }
                 ConnectionMsg::ReadClosed(err) => Box::pin(st.read_closed(&myself, err)).await,
-                ConnectionMsg::WriterDone => myself.stop(None),
+                ConnectionMsg::WriterDone(error) => writer_done(&myself, error),
                 ConnectionMsg::IdleTimeout => {
                     if st.channel.state() == ChannelState::Connected {
                         st.channel.check_keep_alive(Instant::now(), &mut st.effects);
@@ -198,7 +196,7 @@ impl Actor for Connection {
                     st.run_effects(&myself).await;
                 }
                 ConnectionMsg::SessionLost => {
-                    warn!("session_lost");
+                    warn!(conn_id = st.conn_id, client_id = ?st.client_id(), "session_lost");
                     st.session = None;
                     st.channel
                         .close(Some(reason::UNSPECIFIED_ERROR), &mut st.effects);
@@ -206,10 +204,12 @@ impl Actor for Connection {
                 }
                 ConnectionMsg::CloseTimeout => myself.stop(Some("close_timeout".into())),
             }
+            if !busy {
+                st.release_idle_buffers();
+            }
+            Ok(())
         }
         .instrument(span)
-        .await;
-        Ok(())
     }
 
     async fn post_stop(
@@ -229,19 +229,65 @@ impl ConnectionState {
         self.channel.version().unwrap_or(ProtocolVersion::V311)
     }
 
-    async fn run_effects(&mut self, myself: &ActorRef<ConnectionMsg>) {
+    /// Only opening a session awaits, and it is boxed: this future, part of
+    /// every connection actor's (boxed) handler future, stays small (an
+    /// async block: an `async fn` would keep its arguments twice).
+    #[allow(clippy::manual_async_fn)] // see above
+    fn run_effects<'a>(
+        &'a mut self,
+        myself: &'a ActorRef<ConnectionMsg>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'a {
+        async move {
+            while let Some(info) = self.run_ready_effects(myself) {
+                Box::pin(self.open_session(myself, *info)).await;
+            }
+        }
+    }
+
+    /// Run effects up to the next CONNECT, which is returned. The effects
+    /// behind it wait in `effects_spare` (otherwise always empty, a spare)
+    /// and run first next time: `open_session` must find `effects` empty.
+    fn run_ready_effects(&mut self, myself: &ActorRef<ConnectionMsg>) -> Option<Box<ConnectInfo>> {
         // Two vectors swapped back and forth: no allocation per packet.
         let mut batch = std::mem::take(&mut self.effects_spare);
-        while !self.effects.is_empty() {
-            std::mem::swap(&mut batch, &mut self.effects);
-            for e in batch.drain(..) {
-                self.run_effect(myself, e).await;
+        loop {
+            if batch.is_empty() {
+                if self.effects.is_empty() {
+                    break;
+                }
+                std::mem::swap(&mut batch, &mut self.effects);
+            }
+            let mut effects = batch.drain(..);
+            while let Some(e) = effects.next() {
+                if let Some(info) = self.run_effect(myself, e) {
+                    // Once per connection: an allocation is fine.
+                    self.effects_spare = effects.collect();
+                    return Some(info);
+                }
             }
         }
         self.effects_spare = batch;
+        None
     }
 
-    async fn run_effect(&mut self, myself: &ActorRef<ConnectionMsg>, e: Effect) {
+    /// The vectors' capacity is kept while the reader delivers batches of
+    /// packets; a quiet connection frees it (~1 KB per vector).
+    fn release_idle_buffers(&mut self) {
+        self.effects = Vec::new();
+        self.effects_spare = Vec::new();
+    }
+
+    fn client_id(&self) -> Option<&str> {
+        self.channel.client_id().map(|c| c.as_str())
+    }
+
+    /// Carries out one effect; a CONNECT is handed back to `run_effects`,
+    /// the only effect that awaits.
+    fn run_effect(
+        &mut self,
+        myself: &ActorRef<ConnectionMsg>,
+        e: Effect,
+    ) -> Option<Box<ConnectInfo>> {
         match e {
             Effect::Send(p) => {
                 let _ = self.outbound.send(&p, self.version());
@@ -256,9 +302,7 @@ impl ConnectionState {
                     }
                 }
             }
-            // Boxed: the rare, deep futures would otherwise size every
-            // connection actor's task for their worst case (idle memory).
-            Effect::Connect(info) => Box::pin(self.open_session(myself, *info)).await,
+            Effect::Connect(info) => return Some(info),
             Effect::Subscribe {
                 packet_id,
                 requests,
@@ -283,6 +327,7 @@ impl ConnectionState {
             }
             Effect::Close { reason } => self.begin_close(myself, reason),
         }
+        None
     }
 
     /// Publisher flow control: pause until the congested subscribers the
@@ -339,7 +384,7 @@ impl ConnectionState {
         let opened = match result {
             Ok(o) => o,
             Err(e) => {
-                warn!(error = %e, "session_open_failed");
+                warn!(conn_id = self.conn_id, client_id = %info.client_id, error = %e, "session_open_failed");
                 self.channel
                     .reject(reason::SERVER_UNAVAILABLE, &mut self.effects);
                 return;
@@ -362,7 +407,7 @@ impl ConnectionState {
         );
         self.idle_limit.set(limit);
         debug!(client_id = %info.client_id, version = ?info.version, clean_start = info.clean_start, "connected");
-        self.info = Some(info);
+        self.connected = true;
     }
 
     async fn read_closed(&mut self, myself: &ActorRef<ConnectionMsg>, err: Option<DecodeError>) {
@@ -373,7 +418,7 @@ impl ConnectionState {
             }
             Some(e) => {
                 Counters::inc(&self.ctx.counters.malformed_packets);
-                warn!(error = %e, "malformed_packet");
+                warn!(conn_id = self.conn_id, peer = %self.peer, client_id = ?self.client_id(), error = %e, "malformed_packet");
                 if self.channel.state() == ChannelState::Idle {
                     // Before CONNECT was understood only an unsupported
                     // protocol level is answered, with a CONNACK in the only
@@ -419,7 +464,7 @@ impl ConnectionState {
     }
 
     fn channel_was_connected(&self) -> bool {
-        self.info.is_some()
+        self.connected
     }
 
     fn notify_session_closed(&mut self) {
@@ -435,71 +480,87 @@ impl ConnectionState {
     }
 }
 
+/// The outbound side shut the socket down (closing) or failed: stop.
+fn writer_done(myself: &ActorRef<ConnectionMsg>, error: Option<std::io::Error>) {
+    if let Some(e) = error {
+        debug!(error = %e, "write_failed");
+    }
+    myself.stop(None);
+}
+
 impl Drop for ConnectionState {
     fn drop(&mut self) {
         // Reached after a panic too (post_stop is not): the session must
-        // learn that its connection is gone.
+        // learn that its connection is gone, and the socket and a writer
+        // task, if one runs, end with the actor.
         self.notify_session_closed();
+        self.outbound.abort();
     }
 }
 
-async fn read_loop(
-    mut rd: OwnedReadHalf,
+/// The reader task. An async block, not an `async fn`: its arguments are
+/// kept once in every connection's reader task, not twice.
+#[allow(clippy::manual_async_fn)] // see above
+fn read_loop(
+    rd: OwnedReadHalf,
     actor: ActorRef<ConnectionMsg>,
     max_packet_size: u32,
     idle_limit: Arc<IdleLimit>,
-) {
-    let permits = Arc::new(Semaphore::new(READ_BATCHES_IN_FLIGHT));
-    let mut buf = BytesMut::new();
-    let mut version: Option<ProtocolVersion> = None;
-    let mut last_packet = tokio::time::Instant::now();
-    loop {
-        let (batch, failed) = decode_batch(&mut buf, &mut version, max_packet_size);
-        let full = batch.len() >= MAX_BATCH;
-        if !batch.is_empty() {
-            last_packet = tokio::time::Instant::now();
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                return;
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    async move {
+        let permits = Arc::new(Semaphore::new(READ_BATCHES_IN_FLIGHT));
+        let mut buf = BytesMut::new();
+        let mut version: Option<ProtocolVersion> = None;
+        let mut last_packet = tokio::time::Instant::now();
+        loop {
+            // A block: the batch is not kept across the wait below.
+            let full = {
+                let (batch, failed) = decode_batch(&mut buf, &mut version, max_packet_size);
+                let full = batch.len() >= MAX_BATCH;
+                if !batch.is_empty() {
+                    last_packet = tokio::time::Instant::now();
+                    let Ok(permit) = permits.clone().acquire_owned().await else {
+                        return;
+                    };
+                    if actor.cast(ConnectionMsg::Packets(batch, permit)).is_err() {
+                        return;
+                    }
+                }
+                if let Some(e) = failed {
+                    let _ = actor.cast(ConnectionMsg::ReadClosed(Some(e)));
+                    return;
+                }
+                full
             };
-            if actor.cast(ConnectionMsg::Packets(batch, permit)).is_err() {
-                return;
+            if full {
+                continue;
             }
-        }
-        if let Some(e) = failed {
-            let _ = actor.cast(ConnectionMsg::ReadClosed(Some(e)));
-            return;
-        }
-        if full {
-            continue;
-        }
-        let limit = idle_limit.ms.load(Ordering::Relaxed);
-        let read = read_more(&mut rd, &mut buf);
-        let result = if limit == 0 {
-            tokio::select! {
-                r = read => r,
-                _ = idle_limit.changed.notified() => continue,
-            }
-        } else {
+            let limit = idle_limit.ms.load(Ordering::Relaxed);
             let deadline = last_packet + Duration::from_millis(limit);
-            tokio::select! {
-                r = read => r,
+            let result = tokio::select! {
+                r = read_more(&rd, &mut buf) => r,
                 _ = idle_limit.changed.notified() => continue,
-                _ = tokio::time::sleep_until(deadline) => {
-                    // The actor decides (a batch may still be in its
-                    // mailbox, and the channel's clock lags ours by that
-                    // delay): ask again shortly if it did not close.
-                    let _ = actor.cast(ConnectionMsg::IdleTimeout);
-                    let retry = Duration::from_millis(limit.min(IDLE_RECHECK_MS));
-                    last_packet = tokio::time::Instant::now() + retry - Duration::from_millis(limit);
+                // Disabled (never polled, no timer) without a limit.
+                _ = tokio::time::sleep_until(deadline), if limit > 0 => {
+                    last_packet = idle_timeout(&actor, limit);
                     continue;
                 }
+            };
+            if !result {
+                let _ = actor.cast(ConnectionMsg::ReadClosed(None));
+                return;
             }
-        };
-        if !result {
-            let _ = actor.cast(ConnectionMsg::ReadClosed(None));
-            return;
         }
     }
+}
+
+/// Silence past the limit. The actor decides (a batch may still be in its
+/// mailbox, and the channel's clock lags ours by that delay): returns the
+/// `last_packet` that makes the reader ask again shortly if it did not close.
+fn idle_timeout(actor: &ActorRef<ConnectionMsg>, limit_ms: u64) -> tokio::time::Instant {
+    let _ = actor.cast(ConnectionMsg::IdleTimeout);
+    let retry = Duration::from_millis(limit_ms.min(IDLE_RECHECK_MS));
+    tokio::time::Instant::now() + retry - Duration::from_millis(limit_ms)
 }
 
 /// The silence limit the reader enforces, set by the actor: the handshake
@@ -540,17 +601,27 @@ fn decode_batch(
 }
 
 /// Read more bytes; false at end of stream or on error.
-async fn read_more(rd: &mut OwnedReadHalf, buf: &mut BytesMut) -> bool {
-    if buf.is_empty() {
-        // Idle connections hold no read buffer: wait for readability first,
-        // allocate only when bytes are there.
-        *buf = BytesMut::new();
-        if rd.readable().await.is_err() {
+///
+/// Readiness, then a non-blocking read: the future is a few bytes where
+/// `readable()` + `read_buf()` take ~200 in every connection's reader task.
+async fn read_more(rd: &OwnedReadHalf, buf: &mut BytesMut) -> bool {
+    loop {
+        if buf.is_empty() {
+            // Idle connections hold no read buffer: wait for readability
+            // first, allocate only when bytes are there.
+            *buf = BytesMut::new();
+        }
+        let ready = std::future::poll_fn(|cx| rd.as_ref().poll_read_ready(cx)).await;
+        if ready.is_err() {
             return false;
         }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(READ_CHUNK);
+        }
+        match rd.try_read_buf(buf) {
+            Ok(n) => return n > 0,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => return false,
+        }
     }
-    if buf.capacity() - buf.len() < 1024 {
-        buf.reserve(READ_CHUNK);
-    }
-    matches!(rd.read_buf(buf).await, Ok(n) if n > 0)
 }

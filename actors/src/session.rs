@@ -211,7 +211,9 @@ pub struct SessionActorState {
     session: SessionState,
     link: Option<ConnLink>,
     expiry: u32,
-    will: Option<LastWill>,
+    /// Boxed: 216 B inline in every session actor's task, most clients
+    /// have no will.
+    will: Option<Box<LastWill>>,
     awaiting_rel: HashSet<u16>,
     /// Bumped on every attach/detach: a timer from an older generation is
     /// stale and ignored.
@@ -252,57 +254,63 @@ impl Actor for Session {
         })
     }
 
-    async fn handle(
+    // Not an `async fn`: one async block keeps the arguments once, and
+    // ractor boxes this future (twice its size) in every session actor.
+    #[allow(clippy::manual_async_fn)] // see above
+    fn handle(
         &self,
         myself: ActorRef<SessionMsg>,
         msg: SessionMsg,
         st: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        match msg {
-            SessionMsg::Drain => st.drain(),
-            SessionMsg::Attach(req, reply) => st.attach(*req, reply),
-            SessionMsg::Resume => {
-                st.session.resume(Instant::now(), &mut st.out);
-                st.flush();
+    ) -> impl std::future::Future<Output = Result<(), ActorProcessingErr>> + Send {
+        async move {
+            match msg {
+                SessionMsg::Drain => st.drain(),
+                SessionMsg::Attach(req, reply) => st.attach(*req, reply),
+                SessionMsg::Resume => {
+                    st.session.resume(Instant::now(), &mut st.out);
+                    st.flush();
+                }
+                SessionMsg::PubAck(id) => {
+                    let r = st.session.puback(id, Instant::now(), &mut st.out);
+                    st.after_ack("puback", id, r);
+                }
+                SessionMsg::PubRec(id, code) => {
+                    let r = st.session.pubrec(id, code, Instant::now(), &mut st.out);
+                    st.after_ack("pubrec", id, r);
+                }
+                SessionMsg::PubComp(id) => {
+                    let r = st.session.pubcomp(id, Instant::now(), &mut st.out);
+                    st.after_ack("pubcomp", id, r);
+                }
+                SessionMsg::Subscribe {
+                    packet_id,
+                    requests,
+                } => Box::pin(st.subscribe(packet_id, requests)).await,
+                SessionMsg::Unsubscribe { packet_id, filters } => {
+                    Box::pin(st.unsubscribe(packet_id, filters)).await
+                }
+                // Boxed: rare and deep; unboxed they would size every session
+                // actor's task for their worst case (idle memory).
+                SessionMsg::Closed(c) => Box::pin(st.closed(&myself, *c)).await,
+                SessionMsg::Kick(code) => st.kick(code),
+                SessionMsg::Discard(code, reply) => {
+                    st.kick(code);
+                    Box::pin(st.end(&myself, "discarded")).await;
+                    let _ = reply.send(());
+                }
+                SessionMsg::Timer { generation, kind } if generation == st.generation => match kind
+                {
+                    TimerKind::Will => st.publish_will(),
+                    TimerKind::Expire => Box::pin(st.end(&myself, "expired")).await,
+                },
+                SessionMsg::Timer { .. } => {}
+                SessionMsg::Info(reply) => {
+                    let _ = reply.send(st.info());
+                }
             }
-            SessionMsg::PubAck(id) => {
-                let r = st.session.puback(id, Instant::now(), &mut st.out);
-                st.after_ack("puback", id, r);
-            }
-            SessionMsg::PubRec(id, code) => {
-                let r = st.session.pubrec(id, code, Instant::now(), &mut st.out);
-                st.after_ack("pubrec", id, r);
-            }
-            SessionMsg::PubComp(id) => {
-                let r = st.session.pubcomp(id, Instant::now(), &mut st.out);
-                st.after_ack("pubcomp", id, r);
-            }
-            SessionMsg::Subscribe {
-                packet_id,
-                requests,
-            } => Box::pin(st.subscribe(packet_id, requests)).await,
-            SessionMsg::Unsubscribe { packet_id, filters } => {
-                Box::pin(st.unsubscribe(packet_id, filters)).await
-            }
-            // Boxed: rare and deep; unboxed they would size every session
-            // actor's task for their worst case (idle memory).
-            SessionMsg::Closed(c) => Box::pin(st.closed(&myself, *c)).await,
-            SessionMsg::Kick(code) => st.kick(code),
-            SessionMsg::Discard(code, reply) => {
-                st.kick(code);
-                Box::pin(st.end(&myself, "discarded")).await;
-                let _ = reply.send(());
-            }
-            SessionMsg::Timer { generation, kind } if generation == st.generation => match kind {
-                TimerKind::Will => st.publish_will(),
-                TimerKind::Expire => Box::pin(st.end(&myself, "expired")).await,
-            },
-            SessionMsg::Timer { .. } => {}
-            SessionMsg::Info(reply) => {
-                let _ = reply.send(st.info());
-            }
+            Ok(())
         }
-        Ok(())
     }
 }
 
@@ -420,7 +428,7 @@ impl SessionActorState {
         self.session
             .set_client_receive_maximum(info.receive_maximum);
         self.expiry = info.session_expiry;
-        self.will = info.will.clone();
+        self.will = info.will.clone().map(Box::new);
         self.link = Some(ConnLink {
             conn: Some(req.conn),
             conn_id: req.conn_id,
@@ -576,7 +584,7 @@ impl SessionActorState {
 
     fn publish_will(&mut self) {
         if let Some(w) = self.will.take() {
-            let msg = Message::from_will(w, self.client_id.clone(), Instant::now());
+            let msg = Message::from_will(*w, self.client_id.clone(), Instant::now());
             debug!(client_id = %self.client_id, topic = %msg.topic, "will_published");
             crate::broker::publish(&self.ctx, Arc::new(msg));
         }

@@ -53,7 +53,9 @@ impl LogControl {
         if directive.is_empty() {
             return Err(invalid("empty".into()));
         }
-        let filter = EnvFilter::try_new(directive).map_err(|e| invalid(e.to_string()))?;
+        // As at start: no ractor span per actor unless asked for (memory).
+        let filter = EnvFilter::try_new(crate::cli::quiet_ractor(directive))
+            .map_err(|e| invalid(e.to_string()))?;
         (self.reload)(filter).map_err(LogError::Reload)?;
         if let Ok(mut current) = self.current.lock() {
             directive.clone_into(&mut current);
