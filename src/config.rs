@@ -37,6 +37,7 @@ pub struct Config {
     pub log: LogConfig,
     pub mqtt: MqttConfig,
     pub mgmt: MgmtConfig,
+    pub storage: StorageConfig,
 }
 
 /// `[node]`: identity and local storage.
@@ -93,6 +94,18 @@ impl Default for MgmtConfig {
             token: String::new(),
         }
     }
+}
+
+/// `[storage]`: the node's durable store, `<data_dir>/store` (RocksDB).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// fsync the write-ahead log on every commit. Off: a committed write survives a
+    /// `kill -9` of the process, not necessarily a power loss.
+    pub sync: bool,
+    /// Move a corrupt store aside (`<dir>.corrupt-<timestamp>`) and start empty, instead
+    /// of refusing to start. Off: losing the state takes an operator's decision.
+    pub quarantine_corrupt: bool,
 }
 
 /// `[mqtt]`: the MQTT listener and protocol limits. See `default_config.toml` for the

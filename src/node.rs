@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! roost (one_for_one)
+//! ├── storage         owner of the durable store (<data_dir>/store)
 //! ├── broker (rest_for_one)
 //! │   ├── router      route table writer
 //! │   ├── retainer    retained-message upkeep
@@ -11,15 +12,20 @@
 //! │   └── tcp:default listener + connection actors (temporary)
 //! └── mgmt            management API + /metrics (`crate::mgmt`)
 //! ```
-//! `broker` is rest_for_one: a restarted router starts with an empty table,
-//! so the sessions after it restart too and the table is rebuilt from live
-//! clients. Listeners are independent of each other. `mgmt` starts last, so
-//! the API answers only once MQTT is served, and stops first.
+//! The store is opened (and the retained messages loaded from it) before
+//! the tree is built: a node that cannot open its store must not start, and
+//! no client may connect before the durable state is back. `storage` starts
+//! first and stops last. `broker` is rest_for_one: a restarted router starts
+//! with an empty table, so the sessions after it restart too and the table
+//! is rebuilt from live clients. Listeners are independent of each other.
+//! `mgmt` starts last, so the API answers only once MQTT is served, and
+//! stops first.
 //!
 //! Start never waits for anything but this node's own resources (the data
-//! directory and the listen socket).
+//! directory, its store and the listen socket).
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,6 +36,7 @@ use roost_actors::listener::{Listener, ListenerArgs, ListenerMsg};
 use roost_actors::registry::{Registry, RegistryArgs, RegistryMsg};
 use roost_actors::retainer::{Retainer, RetainerArgs};
 use roost_actors::router::{Router, RouterArgs};
+use roost_actors::storage_owner::{StorageOwner, StorageOwnerArgs, StorageSlot};
 use roost_actors::supervisor::{
     child_spec_supervisor, ChildSpec, Intensity, Restart, StartCtx, Strategy, Supervisor,
     SupervisorArgs, SupervisorMsg, TreeNode,
@@ -37,6 +44,7 @@ use roost_actors::supervisor::{
 use roost_protocol::channel::ChannelConfig;
 use roost_protocol::packet::{reason, QoS};
 use roost_protocol::session::SessionConfig;
+use roost_storage::{Storage, StorageError, StorageOptions};
 use tracing::{info, warn};
 
 use crate::config::Config;
@@ -44,6 +52,9 @@ use crate::mgmt::{self, AppState, LogControl, Mgmt, MgmtArgs, MgmtMsg, MgmtSlot}
 
 /// Name of the default TCP listener in the tree (`listeners/tcp:default`).
 pub const DEFAULT_LISTENER: &str = "tcp:default";
+
+/// The durable store's directory in the data directory.
+const STORE_DIR: &str = "store";
 
 /// A running broker node.
 pub struct Node {
@@ -78,9 +89,14 @@ impl Node {
             )
         })?;
         let token = mgmt::token::resolve(&config)?;
-        let ctx = BrokerCtx::new(broker_config(&config), random_seed());
+        let storage = open_storage(&config).await?;
+        let ctx =
+            BrokerCtx::with_storage(broker_config(&config), random_seed(), Some(storage.clone()));
+        load_retained(&ctx, storage.clone(), &store_dir(&config.node.data_dir)).await?;
+        let storage_slot = StorageSlot::default();
         let shared = Arc::new(mgmt::Shared {
             ctx: ctx.clone(),
+            storage: storage_slot.clone(),
             token,
             node_name: config.node.name.clone(),
             started: Instant::now(),
@@ -95,6 +111,7 @@ impl Node {
                 period: Duration::from_secs(30),
             },
             children: vec![
+                storage_spec(storage, storage_slot),
                 broker_spec(&ctx),
                 listeners_spec(&ctx, config.mqtt.listen),
                 mgmt_spec(shared, config.mgmt.listen, slot.clone()),
@@ -190,6 +207,87 @@ impl Node {
         let _ = self.join.await;
         info!(node = %self.config.node.name, "node_stopped");
     }
+}
+
+/// `<data_dir>/store`.
+fn store_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join(STORE_DIR)
+}
+
+/// The store's view of the config.
+fn storage_options(cfg: &Config) -> StorageOptions {
+    StorageOptions {
+        sync: cfg.storage.sync,
+        quarantine_corrupt: cfg.storage.quarantine_corrupt,
+    }
+}
+
+/// Open `<data_dir>/store` on a blocking thread (RocksDB reads its files,
+/// and may replay its write-ahead log). A failure names the path and the
+/// cause, and says what the operator can do about it.
+async fn open_storage(config: &Config) -> anyhow::Result<Storage> {
+    let dir = store_dir(&config.node.data_dir);
+    let options = storage_options(config);
+    let opened = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || Storage::open(dir, options)).await?
+    };
+    opened.map_err(|e| open_error(&config.node.data_dir, &dir, e))
+}
+
+fn open_error(data_dir: &Path, store: &Path, e: StorageError) -> anyhow::Error {
+    let hint = match &e {
+        StorageError::Locked { .. } => Some(
+            "stop the other node, or start this one on another data dir \
+             (node.data_dir, --data-dir, ROOST_NODE__DATA_DIR)"
+                .to_string(),
+        ),
+        StorageError::Corrupt { .. } => Some(format!(
+            "to move it aside to {}.corrupt-<UTC time> (kept for inspection) and start \
+             with an empty store, set storage.quarantine_corrupt = true \
+             (or ROOST_STORAGE__QUARANTINE_CORRUPT=true)",
+            store.display()
+        )),
+        _ => None,
+    };
+    let cause = anyhow::Error::from(e);
+    let data_dir = data_dir.display();
+    match hint {
+        Some(hint) => {
+            anyhow!("cannot open the store of data dir {data_dir}: {cause:#}\n  hint: {hint}")
+        }
+        None => anyhow!("cannot open the store of data dir {data_dir}: {cause:#}"),
+    }
+}
+
+/// Load the retained messages into memory (see `RetainedStore::attach_storage`
+/// for why here and not in the retainer).
+async fn load_retained(ctx: &Arc<BrokerCtx>, storage: Storage, store: &Path) -> anyhow::Result<()> {
+    let retained = ctx.retained.clone();
+    let loaded = tokio::task::spawn_blocking(move || retained.attach_storage(storage))
+        .await?
+        .map_err(|e| {
+            anyhow!(
+                "cannot load the retained messages from the store {}: {:#}",
+                store.display(),
+                anyhow::Error::from(e)
+            )
+        })?;
+    info!(retained = loaded, "retained_loaded");
+    Ok(())
+}
+
+/// `storage`: holds a clone of the store for the tree and the API.
+fn storage_spec(storage: Storage, slot: StorageSlot) -> ChildSpec {
+    ChildSpec::for_actor("storage", move || {
+        (
+            StorageOwner,
+            StorageOwnerArgs {
+                storage: storage.clone(),
+                slot: slot.clone(),
+            },
+        )
+    })
 }
 
 fn broker_spec(ctx: &Arc<BrokerCtx>) -> ChildSpec {

@@ -262,6 +262,7 @@ async fn tree_restart_metrics_and_log_level() {
     let tree = node.ok(&["tree"]);
     for row in [
         "roost ",
+        "├── storage ",
         "├── broker ",
         "│   ├── router ",
         "├── listeners ",
@@ -279,7 +280,7 @@ async fn tree_restart_metrics_and_log_level() {
     );
     let restarted = eventually(|| async {
         let t = node.json(&["tree"]);
-        let router = &t["children"][0]["children"][0];
+        let router = &t["children"][1]["children"][0];
         router["name"] == "router" && router["restarts"] == 1 && router["status"] == "running"
     })
     .await;

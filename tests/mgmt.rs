@@ -339,7 +339,7 @@ async fn restart_through_the_api_shows_in_the_tree_and_metrics() {
     let top: Vec<&str> = tree.children.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(
         (tree.name.as_str(), top),
-        ("roost", vec!["broker", "listeners", "mgmt"])
+        ("roost", vec!["storage", "broker", "listeners", "mgmt"])
     );
 
     let (status, body) = api
@@ -355,7 +355,7 @@ async fn restart_through_the_api_shows_in_the_tree_and_metrics() {
     );
     let restarted = eventually(|| async {
         let t: TreeEntry = api.get("/api/v1/tree").await;
-        let broker = &t.children[0];
+        let broker = t.children.iter().find(|c| c.name == "broker").unwrap();
         let router = broker.children.iter().find(|c| c.name == "router").unwrap();
         router.restarts == 1 && router.status == "running" && broker.child_restarts >= 1
     })
@@ -429,7 +429,8 @@ async fn ready_is_200_while_serving_and_503_without_the_listener() {
             Ready {
                 ready: true,
                 listener: true,
-                broker: true
+                broker: true,
+                storage: true
             }
         )
     );
@@ -458,11 +459,55 @@ async fn ready_is_200_while_serving_and_503_without_the_listener() {
             Ready {
                 ready: false,
                 listener: false,
-                broker: true
+                broker: true,
+                storage: true
             }
         )
     );
     assert_eq!(api.raw("GET", "/health/live", None, None).await.0, 200);
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn ready_needs_the_store_and_metrics_show_its_counters() {
+    let b = Broker::start().await;
+    let api = Api::of(&b).await;
+    let (mut c, _) = Raw::connect(b.addr, V5, "c", true).await;
+    c.publish("status/door", b"open", QoS::AtMostOnce, true, 0)
+        .await;
+    // The retained write is a commit of its own.
+    let committed = eventually(|| async {
+        let m = api.metrics().await;
+        m.get("roost_storage_commits_total")
+            .is_some_and(|n| *n >= 1.0)
+    })
+    .await;
+    let m = api.metrics().await;
+    assert!(committed, "{m:?}");
+    assert_eq!(m["roost_storage_corrupt_records_total"], 0.0);
+    assert_eq!(
+        m[r#"roost_storage_write_errors_total{kind="retained"}"#],
+        0.0
+    );
+
+    // Without its storage actor the node is not ready.
+    let root = b.node().root();
+    let removed = ractor::call!(root, SupervisorMsg::TerminateChild, "storage".to_owned()).unwrap();
+    assert!(removed.is_ok());
+    let (status, body) = api.raw("GET", "/health/ready", None, None).await;
+    let ready: Ready = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (status, ready),
+        (
+            503,
+            Ready {
+                ready: false,
+                listener: true,
+                broker: true,
+                storage: false
+            }
+        )
+    );
     b.stop().await;
 }
 

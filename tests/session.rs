@@ -306,7 +306,10 @@ async fn v311_takeover_closes_the_first_connection_and_keeps_the_session() {
 }
 
 #[tokio::test]
-async fn full_offline_queue_drops_the_oldest_messages() {
+async fn full_offline_queue_of_a_stored_session_refuses_the_newest_messages() {
+    // A persistent session's queue is on disk (docs/ARCHITECTURE.md,
+    // durability): when full it refuses the newest message, so what the
+    // subscriber gets is a gap-free prefix. Counted as queue_full.
     let b = Broker::start_with(|cfg| cfg.mqtt.max_mqueue_len = 3).await;
     let (mut s, _) = resume(&b, "full").await;
     s.subscribe(1, "f/t", QoS::AtLeastOnce).await;
@@ -316,12 +319,19 @@ async fn full_offline_queue_drops_the_oldest_messages() {
         p.publish_qos1("f/t", payload(i), i).await;
     }
     let (mut s, _) = resume(&b, "full").await;
-    for i in 4..=6 {
+    for i in 1..=3 {
         let m = s.expect_publish().await;
-        assert_eq!(m.payload, payload(i), "the newest three, in order");
+        assert_eq!(m.payload, payload(i), "the oldest three, in order");
         s.puback(m.packet_id).await;
     }
     s.expect_nothing(QUIET).await;
+    let counters = &b.node().ctx().counters;
+    assert_eq!(
+        counters
+            .messages_dropped_queue_full
+            .load(std::sync::atomic::Ordering::Relaxed),
+        3
+    );
     b.stop().await;
 }
 

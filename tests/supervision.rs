@@ -13,6 +13,7 @@ async fn tree_has_the_documented_paths() {
     let b = Broker::start().await;
     let tree = b.node().tree().await.unwrap();
     for path in [
+        "storage",
         "broker",
         "broker/router",
         "broker/retainer",
@@ -28,6 +29,7 @@ async fn tree_has_the_documented_paths() {
     }
     assert_eq!(tree.find("broker").unwrap().kind, "supervisor");
     assert_eq!(tree.find("broker/router").unwrap().kind, "worker");
+    assert_eq!(tree.find("storage").unwrap().kind, "worker");
     b.stop().await;
 }
 

@@ -13,8 +13,11 @@ use roost_protocol::session::SessionConfig;
 use crate::listener::ListenerMsg;
 use crate::registry::RegistryMsg;
 use crate::retainer::RetainedStore;
-use crate::router::{RouteOutcome, RouteTable, RouterMsg};
-use roost_protocol::Message;
+use crate::router::{RouteOutcome, RouteTable, RouterMsg, ToStore};
+use roost_protocol::{Delivery, Message};
+use roost_storage::{AppendOutcome, Batch, QueuedMessage};
+use std::time::Instant;
+use tracing::warn;
 
 /// Broker settings the actors need, derived from the node config.
 #[derive(Debug, Clone)]
@@ -80,6 +83,8 @@ pub struct Counters {
     pub connection_actor_failures: AtomicU64,
     pub session_actor_failures: AtomicU64,
     pub malformed_packets: AtomicU64,
+    /// Writes to the durable store that failed (logged each time).
+    pub storage_errors: AtomicU64,
 }
 
 impl Counters {
@@ -103,8 +108,12 @@ pub fn publish(ctx: &BrokerCtx, msg: Arc<Message>) -> RouteOutcome {
     if msg.retain {
         ctx.retained.apply(&msg);
     }
-    let outcome = ctx.routes.route(&msg);
-    if outcome.delivered == 0 && outcome.dropped == 0 {
+    let mut to_store = Vec::new();
+    let mut outcome = ctx.routes.route(&msg, &mut to_store);
+    if !to_store.is_empty() {
+        store_then_push(ctx, &msg, to_store, &mut outcome);
+    }
+    if outcome.delivered == 0 && outcome.dropped == 0 && outcome.dropped_queue_full == 0 {
         Counters::inc(&ctx.counters.messages_dropped_no_subscribers);
     }
     Counters::add(
@@ -112,6 +121,94 @@ pub fn publish(ctx: &BrokerCtx, msg: Arc<Message>) -> RouteOutcome {
         outcome.dropped as u64,
     );
     outcome
+}
+
+/// Deliveries to persistent sessions: append them to the sessions' durable
+/// queues in one batch, then hand them over with their seqs. The caller
+/// acknowledges the publish (PUBACK, PUBREC) after this returns, so an
+/// acknowledged message is in the write-ahead log of every persistent
+/// subscriber's queue (docs/ARCHITECTURE.md, durability).
+///
+/// The commit runs on the publisher's thread: without `storage.sync` it is
+/// a memtable insert and a write(2) to the log, microseconds; with it, an
+/// fsync, run under `block_in_place` so that the other tasks of this worker
+/// move to another one meanwhile.
+fn store_then_push(
+    ctx: &BrokerCtx,
+    msg: &Arc<Message>,
+    to_store: Vec<ToStore>,
+    outcome: &mut RouteOutcome,
+) {
+    let Some(storage) = ctx.storage.as_ref() else {
+        for t in to_store {
+            t.inbox.push(Delivery::new(msg.clone(), t.opts));
+        }
+        return;
+    };
+    let (now, now_ms) = (Instant::now(), unix_ms());
+    let max_len = ctx.config.session.max_mqueue_len as u64;
+    let mut batch = Batch::new();
+    for t in &to_store {
+        let queued = QueuedMessage::from_delivery(msg, &t.opts, now, now_ms);
+        batch.append_bounded(&t.client, std::slice::from_ref(&queued), max_len);
+    }
+    let result = if storage.options().sync {
+        blocking(|| storage.commit(batch))
+    } else {
+        storage.commit(batch)
+    };
+    let receipt = match result {
+        Ok(receipt) => receipt,
+        Err(e) => {
+            // Not stored: still delivered while this node lives.
+            Counters::inc(&ctx.counters.storage_errors);
+            warn!(topic = %msg.topic, error = %e, "store_publish_failed");
+            for t in to_store {
+                t.inbox.push(Delivery::new(msg.clone(), t.opts));
+            }
+            return;
+        }
+    };
+    // One append per entry of `to_store`, in order.
+    for (t, (_, appended)) in to_store.into_iter().zip(receipt.appends) {
+        let d = Delivery::new(msg.clone(), t.opts);
+        match appended {
+            AppendOutcome::Queued(seqs) if seqs.is_empty() => {
+                // The durable queue is full: the newest message is refused,
+                // so the queue keeps its order with no gap.
+                Counters::inc(&ctx.counters.messages_dropped_queue_full);
+                outcome.delivered -= 1;
+                outcome.dropped_queue_full += 1;
+            }
+            AppendOutcome::Queued(seqs) => t.inbox.push_stored(Delivery {
+                stored: Some(seqs.start),
+                ..d
+            }),
+            // The session stopped being stored meanwhile (it ended, or its
+            // expiry became 0): deliver from memory.
+            AppendOutcome::NoSession => {
+                t.inbox.push(d);
+            }
+        }
+    }
+}
+
+/// Run a blocking call without stalling this runtime worker's other tasks.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+/// Wall clock, milliseconds since the Unix epoch (stored deadlines).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Shared handles. Actor refs sit in slots because a restarted actor gets a
@@ -125,6 +222,11 @@ pub struct BrokerCtx {
     /// Running listeners by name, each registered by its own `pre_start`.
     pub listeners: RwLock<std::collections::HashMap<String, ActorRef<ListenerMsg>>>,
     pub counters: Counters,
+    /// The node's durable store (issue #3), opened by the node before the
+    /// tree starts; `None` runs without persistence (actor unit tests).
+    /// Persistent sessions, their queues and retained messages go here;
+    /// clean sessions never touch it.
+    pub storage: Option<roost_storage::Storage>,
     /// Random per node start, so assigned client ids do not repeat across
     /// restarts.
     pub id_seed: u64,
@@ -133,7 +235,16 @@ pub struct BrokerCtx {
 
 impl BrokerCtx {
     pub fn new(config: BrokerConfig, id_seed: u64) -> Arc<BrokerCtx> {
+        BrokerCtx::with_storage(config, id_seed, None)
+    }
+
+    pub fn with_storage(
+        config: BrokerConfig,
+        id_seed: u64,
+        storage: Option<roost_storage::Storage>,
+    ) -> Arc<BrokerCtx> {
         Arc::new(BrokerCtx {
+            storage,
             config,
             routes: RouteTable::new(),
             retained: RetainedStore::new(),

@@ -82,6 +82,8 @@ pub struct ConnectionState {
     peer: SocketAddr,
     /// The client sent DISCONNECT: no will (unless reason 0x04).
     will_on_close: bool,
+    /// The session is stored (persistent): so is its inbound QoS 2 state.
+    stored: bool,
     session_expiry_update: Option<u32>,
     closing: bool,
     /// Shared with the reader task, which times silence out (no timer
@@ -139,6 +141,7 @@ impl Actor for Connection {
             connected: false,
             peer: args.peer,
             will_on_close: true,
+            stored: false,
             idle_limit,
             session_expiry_update: None,
             closing: false,
@@ -290,6 +293,9 @@ impl ConnectionState {
     ) -> Option<Box<ConnectInfo>> {
         match e {
             Effect::Send(p) => {
+                if self.stored && matches!(p, Packet::PubRec(_) | Packet::PubComp(_)) {
+                    self.store_awaiting_rel();
+                }
                 let _ = self.outbound.send(&p, self.version());
             }
             Effect::Publish(m) => {
@@ -357,6 +363,29 @@ impl ConnectionState {
         waited
     }
 
+    /// Store the inbound QoS 2 state of a persistent session before the
+    /// PUBREC or PUBCOMP that depends on it: after a restart a PUBLISH
+    /// resent with a recorded id is a duplicate [MQTT-4.3.3-9], and an id
+    /// released by PUBCOMP is free again.
+    fn store_awaiting_rel(&self) {
+        let (Some(storage), Some(client)) = (self.ctx.storage.as_ref(), self.channel.client_id())
+        else {
+            return;
+        };
+        let ids: Vec<u16> = self.channel.awaiting_rel().iter().copied().collect();
+        let mut b = roost_storage::Batch::new();
+        b.set_awaiting_rel(client, &ids);
+        let result = if storage.options().sync {
+            crate::broker::blocking(|| storage.commit(b))
+        } else {
+            storage.commit(b)
+        };
+        if let Err(e) = result {
+            Counters::inc(&self.ctx.counters.storage_errors);
+            warn!(conn_id = self.conn_id, client_id = %client, error = %e, "qos2_state_write_failed");
+        }
+    }
+
     fn to_session(&self, msg: SessionMsg) {
         if let Some(s) = &self.session {
             let _ = s.cast(msg);
@@ -392,6 +421,7 @@ impl ConnectionState {
         };
         self.outbound.set_max_packet_size(info.maximum_packet_size);
         self.channel.restore_awaiting_rel(opened.awaiting_rel);
+        self.stored = opened.stored;
         self.channel
             .connack(opened.session_present, &info, &mut self.effects);
         // The CONNACK must be queued before the session resends anything.

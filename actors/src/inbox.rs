@@ -22,12 +22,12 @@
 //! publishers is not flooded into dropping acknowledged messages.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use roost_protocol::Delivery;
+use roost_protocol::{Delivery, QoS};
 use tokio::sync::Notify;
 
 /// A session that made no progress for this long is stalled: publishers
@@ -54,7 +54,21 @@ pub struct Inbox {
     progress_ms: AtomicU64,
     /// The backlog fell under the low watermark.
     relieved: Notify,
+    /// Which deliveries the publisher stores in the session's durable queue
+    /// before pushing them (`STORE_*`), set by the session.
+    store: AtomicU8,
+    /// A stored delivery did not fit: the session reads its durable queue.
+    behind: AtomicBool,
 }
+
+/// Nothing is stored: a clean session.
+pub const STORE_NONE: u8 = 0;
+/// QoS 1 and 2 deliveries are stored: a persistent session whose client is
+/// connected (QoS 0 goes straight out).
+pub const STORE_QOS12: u8 = 1;
+/// Every delivery is stored: a persistent session whose client is away and
+/// which queues QoS 0 (`mqueue_store_qos0`).
+pub const STORE_ALL: u8 = 2;
 
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -82,7 +96,46 @@ impl Inbox {
             low_watermark: high_watermark.max(2) / 2,
             progress_ms: AtomicU64::new(now_ms()),
             relieved: Notify::new(),
+            store: AtomicU8::new(STORE_NONE),
+            behind: AtomicBool::new(false),
         }
+    }
+
+    /// Set which deliveries are stored first (`STORE_*`).
+    pub fn set_store(&self, mode: u8) {
+        self.store.store(mode, Ordering::Relaxed);
+    }
+
+    /// Whether a delivery at `qos` goes to the durable queue first.
+    pub fn wants_store(&self, qos: QoS) -> bool {
+        match self.store.load(Ordering::Relaxed) {
+            STORE_NONE => false,
+            STORE_QOS12 => qos != QoS::AtMostOnce,
+            _ => true,
+        }
+    }
+
+    /// Queue a delivery that is already in the session's durable queue. It
+    /// is never dropped: when the inbox is full the session is told to read
+    /// its durable queue instead.
+    pub fn push_stored(&self, d: Delivery) {
+        {
+            let mut q = self.queue.lock();
+            if q.len() >= self.capacity {
+                self.behind.store(true, Ordering::Release);
+            } else {
+                q.push_back(d);
+                self.pending.store(q.len(), Ordering::Relaxed);
+            }
+        }
+        if !self.scheduled.swap(true, Ordering::AcqRel) {
+            (self.wake)();
+        }
+    }
+
+    /// Whether a stored delivery was not pushed since the last call.
+    pub fn take_behind(&self) -> bool {
+        self.behind.swap(false, Ordering::AcqRel)
     }
 
     fn backlog(&self) -> usize {

@@ -3,7 +3,7 @@
 //! Purpose: everything that runs: the OTP-style [`supervisor`], the TCP
 //! [`listener`] and its [`connection`] actors, the [`registry`] of client
 //! sessions and the [`session`] actors it supervises, the [`router`] (route
-//! table writer) and the [`retainer`].
+//! table writer), the [`retainer`] and the [`storage_owner`].
 //!
 //! Must not depend on: RocksDB (only `roost-storage` names it), global
 //! configuration (every actor takes its config by value at spawn, through
@@ -11,6 +11,7 @@
 //!
 //! Supervision subtree built from these actors (see `roost::node`):
 //! ```text
+//! storage          owner of the durable store (roost-storage)
 //! broker (rest_for_one)
 //! ├── router       route table writer; readers share the table
 //! ├── retainer     retained-message upkeep
@@ -32,6 +33,7 @@ pub mod registry;
 pub mod retainer;
 pub mod router;
 pub mod session;
+pub mod storage_owner;
 pub mod supervisor;
 #[cfg(feature = "test-hooks")]
 pub mod test_hooks;

@@ -22,7 +22,8 @@ use ractor::{
 use roost_protocol::channel::ConnectInfo;
 use roost_protocol::packet::reason;
 use roost_protocol::ClientId;
-use tracing::{debug, warn};
+use roost_storage::SessionRecord;
+use tracing::{debug, info, warn};
 
 use crate::broker::{BrokerCtx, Counters};
 use crate::connection::ConnectionMsg;
@@ -44,6 +45,7 @@ pub struct Opened {
     pub session: ActorRef<SessionMsg>,
     pub session_present: bool,
     pub awaiting_rel: std::collections::HashSet<u16>,
+    pub stored: bool,
 }
 
 pub enum RegistryMsg {
@@ -85,12 +87,16 @@ impl Actor for Registry {
         myself: ActorRef<RegistryMsg>,
         args: RegistryArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        *args.ctx.registry.write() = Some(myself);
-        Ok(RegistryState {
+        *args.ctx.registry.write() = Some(myself.clone());
+        let mut st = RegistryState {
             ctx: args.ctx,
             sessions: HashMap::new(),
             by_actor: HashMap::new(),
-        })
+        };
+        // Persistent sessions come back from the store, here rather than at
+        // node start: a restarted `sessions` subtree gets them back too.
+        st.restore_all(&myself).await;
+        Ok(st)
     }
 
     async fn handle(
@@ -187,12 +193,83 @@ impl RegistryState {
         self.start_new(myself, req).await
     }
 
+    /// Spawn a session actor for every stored session whose expiry has not
+    /// passed; delete the others.
+    async fn restore_all(&mut self, myself: &ActorRef<RegistryMsg>) {
+        let Some(storage) = self.ctx.storage.clone() else {
+            return;
+        };
+        let records = match crate::broker::blocking(|| storage.load_sessions()) {
+            Ok(r) => r,
+            Err(e) => {
+                Counters::inc(&self.ctx.counters.storage_errors);
+                warn!(error = %e, "sessions_load_failed");
+                return;
+            }
+        };
+        let now_ms = crate::broker::unix_ms();
+        let (mut restored, mut expired) = (0usize, 0usize);
+        for (client, record) in records {
+            if crate::session::record_expired(&record, now_ms) {
+                expired += 1;
+                if let Err(e) = storage.delete_session(&client) {
+                    warn!(client_id = %client, error = %e, "session_delete_failed");
+                }
+                continue;
+            }
+            match self
+                .spawn(myself, client.clone(), Some(Box::new(record)))
+                .await
+            {
+                Ok(_) => restored += 1,
+                Err(e) => warn!(client_id = %client, error = %e, "session_restore_failed"),
+            }
+        }
+        if restored + expired > 0 {
+            info!(restored, expired, "sessions_restored");
+        }
+    }
+
+    /// The stored record of `client`, when a CONNECT without clean start
+    /// finds no session actor (its actor crashed) but the store has one.
+    fn stored_record(&self, client: &ClientId) -> Option<Box<SessionRecord>> {
+        let storage = self.ctx.storage.as_ref()?;
+        if !storage.has_session(client) {
+            return None;
+        }
+        match crate::broker::blocking(|| storage.load_session(client)) {
+            Ok(Some(r)) if !crate::session::record_expired(&r, crate::broker::unix_ms()) => {
+                Some(Box::new(r))
+            }
+            Ok(_) => None,
+            Err(e) => {
+                warn!(client_id = %client, error = %e, "session_load_failed");
+                None
+            }
+        }
+    }
+
     async fn start_new(
         &mut self,
         myself: &ActorRef<RegistryMsg>,
         req: OpenRequest,
     ) -> Result<Opened, String> {
         let client = req.info.client_id.clone();
+        let restored = if req.info.clean_start {
+            None
+        } else {
+            self.stored_record(&client)
+        };
+        let actor = self.spawn(myself, client, restored).await?;
+        self.attach(&actor, req).await.map_err(|(e, _)| e)
+    }
+
+    async fn spawn(
+        &mut self,
+        myself: &ActorRef<RegistryMsg>,
+        client: ClientId,
+        restored: Option<Box<SessionRecord>>,
+    ) -> Result<ActorRef<SessionMsg>, String> {
         let slot: Arc<OnceLock<ActorRef<SessionMsg>>> = Arc::new(OnceLock::new());
         let wake = {
             let slot = slot.clone();
@@ -213,6 +290,7 @@ impl RegistryState {
             client_id: client.clone(),
             ctx: self.ctx.clone(),
             inbox,
+            restored,
         };
         let (actor, _) = Actor::spawn_linked(None, Session, args, myself.get_cell())
             .await
@@ -225,7 +303,7 @@ impl RegistryState {
                 actor: actor.clone(),
             },
         );
-        self.attach(&actor, req).await.map_err(|(e, _)| e)
+        Ok(actor)
     }
 
     async fn attach(
@@ -255,6 +333,7 @@ impl RegistryState {
                 session: actor.clone(),
                 session_present: a.session_present,
                 awaiting_rel: a.awaiting_rel,
+                stored: a.stored,
             }),
             Err(e) => Err((e.to_string(), Box::new(keep))),
         }

@@ -55,12 +55,23 @@ pub struct RouteTable {
     round_robin: AtomicUsize,
 }
 
+/// A delivery to a session whose queue is durable: the publisher stores it
+/// (one batch for all of them) before handing it over with its seq.
+pub struct ToStore {
+    pub client: ClientId,
+    pub inbox: Arc<Inbox>,
+    pub opts: DeliveryOpts,
+}
+
 /// What routing one message did.
 #[derive(Default)]
 pub struct RouteOutcome {
     pub delivered: usize,
     /// Deliveries refused because a session's inbox was full.
     pub dropped: usize,
+    /// Deliveries refused because a persistent session's durable queue was
+    /// full (already counted in `messages_dropped_queue_full`).
+    pub dropped_queue_full: usize,
     /// Sessions it went to that are congested (see `Inbox`): the publisher
     /// should wait for them. Empty (no allocation) in the common case.
     pub congested: Vec<Arc<Inbox>>,
@@ -118,8 +129,10 @@ impl RouteTable {
         v
     }
 
-    /// Route one message to every matching session.
-    pub fn route(&self, msg: &Arc<Message>) -> RouteOutcome {
+    /// Route one message to every matching session. Deliveries to sessions
+    /// whose queue is durable (see `Inbox::wants_store`) are not pushed but
+    /// added to `to_store`, and counted as delivered.
+    pub fn route(&self, msg: &Arc<Message>, to_store: &mut Vec<ToStore>) -> RouteOutcome {
         let mut out = RouteOutcome::default();
         let t = self.tables.read();
         let mut hits: Vec<(&ClientId, &RouteEntry)> = Vec::new();
@@ -138,18 +151,14 @@ impl RouteTable {
             });
         if filters <= 1 {
             // One filter: every client appears once; no merging needed.
-            for (_, e) in &hits {
+            for (client, e) in &hits {
                 let opts = delivery_opts(msg, &e.subscription);
-                let pushed = e.inbox.push(Delivery {
-                    message: msg.clone(),
-                    opts,
-                });
-                out.count(&e.inbox, pushed);
+                out.offer(client, &e.inbox, msg, opts, to_store);
             }
         } else {
-            self.route_merged(msg, &hits, &mut out);
+            self.route_merged(msg, &hits, &mut out, to_store);
         }
-        self.route_shared(&t, msg, &mut out);
+        self.route_shared(&t, msg, &mut out, to_store);
         out
     }
 
@@ -159,6 +168,7 @@ impl RouteTable {
         msg: &Arc<Message>,
         hits: &[(&ClientId, &RouteEntry)],
         out: &mut RouteOutcome,
+        to_store: &mut Vec<ToStore>,
     ) {
         let mut merged: HashMap<&ClientId, (DeliveryOpts, &Arc<Inbox>)> =
             HashMap::with_capacity(hits.len());
@@ -175,39 +185,41 @@ impl RouteTable {
                 }
             }
         }
-        for (_, (opts, inbox)) in merged {
-            let pushed = inbox.push(Delivery {
-                message: msg.clone(),
-                opts,
-            });
-            out.count(inbox, pushed);
+        for (client, (opts, inbox)) in merged {
+            out.offer(client, inbox, msg, opts, to_store);
         }
     }
 
-    fn route_shared(&self, t: &Tables, msg: &Arc<Message>, out: &mut RouteOutcome) {
+    fn route_shared(
+        &self,
+        t: &Tables,
+        msg: &Arc<Message>,
+        out: &mut RouteOutcome,
+        to_store: &mut Vec<ToStore>,
+    ) {
         if t.shared.is_empty() {
             return;
         }
-        let mut groups: HashMap<(&str, &ByteString), Vec<&RouteEntry>> = HashMap::new();
+        let mut groups: HashMap<(&str, &ByteString), Vec<(&ClientId, &RouteEntry)>> =
+            HashMap::new();
         t.shared
-            .for_each_match(&msg.topic, |filter, (group, _), entry| {
-                groups.entry((filter, group)).or_default().push(entry);
+            .for_each_match(&msg.topic, |filter, (group, client), entry| {
+                groups
+                    .entry((filter, group))
+                    .or_default()
+                    .push((client, entry));
             });
         for (_, members) in groups {
             let start = self.round_robin.fetch_add(1, Ordering::Relaxed);
             // Try members in turn: a congested or full one is skipped while
             // another can take the message.
             let n = members.len();
-            let pick = (0..n)
+            let (client, pick) = (0..n)
                 .map(|i| members[(start + i) % n])
-                .find(|e| !e.inbox.congested())
+                .find(|(_, e)| !e.inbox.congested())
                 .unwrap_or(members[start % n]);
             let opts = delivery_opts(msg, &pick.subscription);
-            let pushed = pick.inbox.push(Delivery {
-                message: msg.clone(),
-                opts,
-            });
-            out.count(&pick.inbox, pushed);
+            out.offer(client, &pick.inbox, msg, opts, to_store);
         }
     }
 
@@ -252,6 +264,27 @@ impl RouteTable {
 }
 
 impl RouteOutcome {
+    fn offer(
+        &mut self,
+        client: &ClientId,
+        inbox: &Arc<Inbox>,
+        msg: &Arc<Message>,
+        opts: DeliveryOpts,
+        to_store: &mut Vec<ToStore>,
+    ) {
+        if inbox.wants_store(opts.qos) {
+            to_store.push(ToStore {
+                client: client.clone(),
+                inbox: inbox.clone(),
+                opts,
+            });
+            self.count(inbox, true);
+        } else {
+            let pushed = inbox.push(Delivery::new(msg.clone(), opts));
+            self.count(inbox, pushed);
+        }
+    }
+
     fn count(&mut self, inbox: &Arc<Inbox>, pushed: bool) {
         if pushed {
             self.delivered += 1;

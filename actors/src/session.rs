@@ -6,7 +6,16 @@
 //! was away. While a connection is attached the session encodes deliveries
 //! straight into that connection's [`Outbound`] buffer.
 //!
+//! A persistent session (session expiry > 0) with a store keeps its record
+//! (subscriptions, expiry, will) and its queue in it (`durable.rs`): it
+//! survives a restart and a `kill -9` of the node, and a crash of this actor
+//! (the registry reads it back on the next CONNECT).
+//!
 //! Local-only message type: never serialized, never mirrored to peers.
+
+mod durable;
+
+pub use durable::{record_expired, record_expiry_left_ms};
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -18,11 +27,14 @@ use roost_protocol::channel::{suback, unsuback, ConnectInfo, SubscribeRequest};
 use roost_protocol::packet::{reason, LastWill, Packet, ProtocolVersion, QoS, RetainHandling};
 use roost_protocol::session::SessionState;
 use roost_protocol::{codec, topic, ClientId, Delivery, Message};
-use tracing::{debug, info, warn};
+use roost_storage::{SessionRecord, StoredProtocol, StoredSubscription};
+use tracing::{debug, error, info, warn};
+
+use self::durable::{DurableQueue, Loaded, MEMORY_WINDOW};
 
 use crate::broker::{BrokerCtx, Counters};
 use crate::connection::ConnectionMsg;
-use crate::inbox::Inbox;
+use crate::inbox::{Inbox, STORE_ALL, STORE_NONE, STORE_QOS12};
 use crate::outbound::{Outbound, SendError};
 use crate::router::{retained_opts, RouteEntry, RouterMsg};
 
@@ -74,6 +86,9 @@ pub struct AttachRequest {
 pub struct Attached {
     pub session_present: bool,
     pub awaiting_rel: HashSet<u16>,
+    /// The session is persistent and stored: the connection stores its
+    /// inbound QoS 2 state before each PUBREC and PUBCOMP.
+    pub stored: bool,
 }
 
 pub struct Closed {
@@ -202,6 +217,9 @@ pub struct SessionArgs {
     pub client_id: ClientId,
     pub ctx: Arc<BrokerCtx>,
     pub inbox: Arc<Inbox>,
+    /// A session read back from the store (node start, or a CONNECT after
+    /// this client's session actor crashed).
+    pub restored: Option<Box<SessionRecord>>,
 }
 
 pub struct SessionActorState {
@@ -223,6 +241,12 @@ pub struct SessionActorState {
     reported: roost_protocol::session::SessionStats,
     batch: VecDeque<Delivery>,
     out: Vec<Packet>,
+    /// Protocol of the last connection (stored with the session).
+    version: ProtocolVersion,
+    /// The store side of a persistent session (boxed: most sessions are
+    /// clean and never have one).
+    durable: Option<Box<DurableQueue>>,
+    loaded: Vec<Loaded>,
 }
 
 impl Actor for Session {
@@ -237,7 +261,7 @@ impl Actor for Session {
     ) -> Result<Self::State, ActorProcessingErr> {
         // Deliveries pushed before our ref was known to the inbox.
         let _ = myself.cast(SessionMsg::Drain);
-        Ok(SessionActorState {
+        let mut st = SessionActorState {
             session: SessionState::new(args.ctx.config.session.clone()),
             client_id: args.client_id,
             ctx: args.ctx,
@@ -251,7 +275,14 @@ impl Actor for Session {
             reported: Default::default(),
             batch: VecDeque::new(),
             out: Vec::new(),
-        })
+            version: ProtocolVersion::V311,
+            durable: None,
+            loaded: Vec::new(),
+        };
+        if let Some(record) = args.restored {
+            Box::pin(st.restore(&myself, *record)).await;
+        }
+        Ok(st)
     }
 
     // Not an `async fn`: one async block keeps the arguments once, and
@@ -268,6 +299,9 @@ impl Actor for Session {
                 SessionMsg::Drain => st.drain(),
                 SessionMsg::Attach(req, reply) => st.attach(*req, reply),
                 SessionMsg::Resume => {
+                    // Stored messages first go to the queue, behind what
+                    // was inflight: resume sends in order.
+                    st.load_durable(false);
                     st.session.resume(Instant::now(), &mut st.out);
                     st.flush();
                 }
@@ -301,7 +335,10 @@ impl Actor for Session {
                 }
                 SessionMsg::Timer { generation, kind } if generation == st.generation => match kind
                 {
-                    TimerKind::Will => st.publish_will(),
+                    TimerKind::Will => {
+                        st.publish_will();
+                        st.store_record();
+                    }
                     TimerKind::Expire => Box::pin(st.end(&myself, "expired")).await,
                 },
                 SessionMsg::Timer { .. } => {}
@@ -317,18 +354,169 @@ impl Actor for Session {
 impl SessionActorState {
     fn drain(&mut self) {
         self.inbox.drain_into(&mut self.batch);
+        let behind = self.inbox.take_behind();
         let now = Instant::now();
         let online = self.link.is_some();
+        if let Some(dq) = self.durable.as_mut().filter(|_| behind) {
+            dq.mark_behind();
+        }
         while let Some(d) = self.batch.pop_front() {
             #[cfg(feature = "test-hooks")]
             crate::test_hooks::maybe_panic_session(&d.message.topic);
-            self.session.deliver(d, online, now, &mut self.out);
+            match self.durable.as_mut() {
+                Some(dq) if d.stored.is_some() => dq.offer(d, online),
+                _ => self.session.deliver(d, online, now, &mut self.out),
+            }
+        }
+        if online {
+            self.load_durable(true);
         }
         // Progress = messages went out toward the client, not into the queue.
         let progressed = !self.out.is_empty();
         self.flush();
-        self.inbox.report(self.session.mqueue_len(), progressed);
+        self.report(progressed);
+    }
+
+    fn report(&mut self, progressed: bool) {
+        let beyond = self.durable.as_ref().map_or(0, |dq| dq.backlog());
+        self.inbox
+            .report(self.session.mqueue_len() + beyond, progressed);
         self.publish_drop_counts();
+    }
+
+    /// Hand stored messages over to the session's queue while it holds
+    /// fewer than `MEMORY_WINDOW`; `online`: deliver them (send what the
+    /// window takes) rather than only queue them.
+    fn load_durable(&mut self, online: bool) {
+        let Some(dq) = self.durable.as_mut() else {
+            return;
+        };
+        let room = MEMORY_WINDOW.saturating_sub(self.session.mqueue_len());
+        if room == 0 {
+            return;
+        }
+        if let Err(e) = dq.load(room, &mut self.loaded) {
+            Counters::inc(&self.ctx.counters.storage_errors);
+            error!(client_id = %self.client_id, error = %e, "session_queue_read_failed");
+        }
+        let now = Instant::now();
+        for l in self.loaded.drain(..) {
+            match l {
+                Loaded::New(d) => self.session.deliver(d, online, now, &mut self.out),
+                Loaded::Inflight {
+                    packet_id,
+                    delivery,
+                    released,
+                } => self.session.restore_inflight(packet_id, delivery, released),
+            }
+        }
+    }
+
+    /// Write the session's journal to the store, before the packets it
+    /// implies are sent.
+    fn write_journal(&mut self) {
+        let Some(dq) = self.durable.as_mut() else {
+            return;
+        };
+        if let Err(e) = dq.write_journal(&mut self.session) {
+            Counters::inc(&self.ctx.counters.storage_errors);
+            error!(client_id = %self.client_id, error = %e, "session_journal_write_failed");
+        }
+    }
+
+    /// The record of this session as stored.
+    fn record(&self) -> SessionRecord {
+        SessionRecord {
+            protocol: StoredProtocol::from(self.version),
+            subscriptions: self
+                .session
+                .subscriptions()
+                .iter()
+                .map(|(filter, sub)| StoredSubscription {
+                    filter: filter.to_string(),
+                    options: sub.options.into(),
+                    identifier: sub.identifier,
+                })
+                .collect(),
+            expiry_interval_secs: self.expiry,
+            disconnected_at_ms: self.link.is_none().then(crate::broker::unix_ms),
+            will: self.will.as_deref().map(Into::into),
+            // The connection stores the inbound QoS 2 state itself, before
+            // every PUBREC and PUBCOMP (`Batch::set_awaiting_rel`); a copy
+            // here could only be older.
+            awaiting_pubrel: Vec::new(),
+        }
+    }
+
+    /// Store the record of a persistent session (its subscriptions, will,
+    /// expiry changed).
+    fn store_record(&mut self) {
+        let Some(dq) = self.durable.as_ref() else {
+            return;
+        };
+        if let Err(e) = dq.put_record(&self.record()) {
+            Counters::inc(&self.ctx.counters.storage_errors);
+            error!(client_id = %self.client_id, error = %e, "session_record_write_failed");
+        }
+    }
+
+    /// Read back a stored session: subscriptions (routes), will, expiry;
+    /// its queue is paged in when a client attaches.
+    async fn restore(&mut self, myself: &ActorRef<SessionMsg>, record: SessionRecord) {
+        let Some(storage) = self.ctx.storage.clone() else {
+            return;
+        };
+        let now_ms = crate::broker::unix_ms();
+        self.version = record.protocol.into();
+        self.expiry = record.expiry_interval_secs;
+        self.attached_before = true;
+        self.awaiting_rel = record.awaiting_pubrel.iter().copied().collect();
+        self.durable = Some(Box::new(DurableQueue::new(
+            storage,
+            self.client_id.clone(),
+            true,
+        )));
+        for s in &record.subscriptions {
+            let sub = roost_protocol::session::Subscription {
+                options: s.options.into(),
+                identifier: s.identifier,
+            };
+            let filter = ByteString::from(s.filter.as_str());
+            self.session.subscribe(filter.clone(), sub.clone());
+            self.add_route(filter, sub).await;
+        }
+        self.inbox.set_store(self.offline_store_mode());
+        // The will: published when its delay (counted from the disconnect)
+        // is over, or now if it already is.
+        let will = record.will.clone().map(LastWill::from);
+        let disconnected = record.disconnected_at_ms.unwrap_or(now_ms);
+        self.will = will.map(Box::new);
+        let expiry_left = record_expiry_left_ms(&record, now_ms);
+        if let Some(delay) = self
+            .will
+            .as_ref()
+            .map(|w| u64::from(w.properties.delay_interval.unwrap_or(0)) * 1000)
+        {
+            let left = (disconnected + delay).saturating_sub(now_ms);
+            if left == 0 {
+                self.publish_will();
+                self.store_record();
+            } else if expiry_left.is_none_or(|e| left < e) {
+                self.start_timer_ms(myself, left, TimerKind::Will);
+            }
+        }
+        if let Some(left) = expiry_left {
+            self.start_timer_ms(myself, left, TimerKind::Expire);
+        }
+        info!(client_id = %self.client_id, subscriptions = record.subscriptions.len(), "session_restored");
+    }
+
+    fn offline_store_mode(&self) -> u8 {
+        if self.ctx.config.session.mqueue_store_qos0 {
+            STORE_ALL
+        } else {
+            STORE_QOS12
+        }
     }
 
     /// Write every packet in `out` to the attached connection. A message
@@ -336,6 +524,7 @@ impl SessionActorState {
     /// completed [MQTT-3.1.2-25]: it frees its slot in the window, and what
     /// that lets out of the queue is written in the next round.
     fn flush(&mut self) {
+        self.write_journal();
         let mut unsent = Vec::new();
         while !self.out.is_empty() {
             let Some(link) = self.link.as_mut() else {
@@ -371,7 +560,9 @@ impl SessionActorState {
             for id in unsent.drain(..) {
                 self.session.discard_unsendable(id, now, &mut self.out);
             }
+            self.write_journal();
         }
+        self.write_journal();
     }
 
     /// Add this session's new drops to the node-wide counters (metrics).
@@ -398,9 +589,9 @@ impl SessionActorState {
         if let Err(e) = r {
             warn!(client_id = %self.client_id, packet_id, kind, error = %e, "ack_unknown_packet_id");
         }
+        self.load_durable(self.link.is_some());
         self.flush();
-        self.inbox.report(self.session.mqueue_len(), true);
-        self.publish_drop_counts();
+        self.report(true);
     }
 
     fn attach(&mut self, req: AttachRequest, reply: RpcReplyPort<Attached>) {
@@ -429,6 +620,7 @@ impl SessionActorState {
             .set_client_receive_maximum(info.receive_maximum);
         self.expiry = info.session_expiry;
         self.will = info.will.clone().map(Box::new);
+        self.version = info.version;
         self.link = Some(ConnLink {
             conn: Some(req.conn),
             conn_id: req.conn_id,
@@ -440,10 +632,40 @@ impl SessionActorState {
             },
         });
         let awaiting_rel = std::mem::take(&mut self.awaiting_rel);
+        self.attach_store(session_present);
         let _ = reply.send(Attached {
             session_present,
             awaiting_rel,
+            stored: self.durable.is_some(),
         });
+    }
+
+    /// Store the session as the new connection made it, before the
+    /// CONNACK: a persistent session is created (or updated) in the store;
+    /// a new clean session removes whatever an earlier one left there.
+    fn attach_store(&mut self, session_present: bool) {
+        let Some(storage) = self.ctx.storage.as_ref() else {
+            return;
+        };
+        if self.durable.is_none() && self.expiry > 0 {
+            let dq = DurableQueue::new(storage.clone(), self.client_id.clone(), false);
+            if let Err(e) = dq.put_new(&self.record()) {
+                Counters::inc(&self.ctx.counters.storage_errors);
+                error!(client_id = %self.client_id, error = %e, "session_record_write_failed");
+            }
+            self.durable = Some(Box::new(dq));
+        } else if self.durable.is_some() {
+            self.store_record();
+        } else if !session_present && storage.has_session(&self.client_id) {
+            let dq = DurableQueue::new(storage.clone(), self.client_id.clone(), false);
+            if let Err(e) = dq.delete() {
+                Counters::inc(&self.ctx.counters.storage_errors);
+                error!(client_id = %self.client_id, error = %e, "session_delete_failed");
+            }
+        }
+        if self.durable.is_some() {
+            self.inbox.set_store(STORE_QOS12);
+        }
     }
 
     async fn subscribe(&mut self, packet_id: u16, requests: Vec<SubscribeRequest>) {
@@ -477,13 +699,12 @@ impl SessionActorState {
             // Retained messages are not sent to shared subscriptions. [MQTT-4.8.2]
             if send && !shared {
                 for m in self.ctx.retained.matching(&req.filter, now) {
-                    retained.push(Delivery {
-                        opts: retained_opts(&m, &sub),
-                        message: m,
-                    });
+                    retained.push(Delivery::new(m.clone(), retained_opts(&m, &sub)));
                 }
             }
         }
+        // Stored before the SUBACK: an acknowledged subscription survives.
+        self.store_record();
         self.out.push(suback(version, packet_id, codes));
         self.flush();
         for d in retained {
@@ -539,6 +760,7 @@ impl SessionActorState {
                 reason::NO_SUBSCRIPTION_EXISTED
             });
         }
+        self.store_record();
         self.out.push(unsuback(version, packet_id, codes));
         self.flush();
     }
@@ -566,19 +788,31 @@ impl SessionActorState {
             self.end(myself, "connection_closed").await;
             return;
         }
+        if self.durable.is_some() {
+            self.inbox.set_store(self.offline_store_mode());
+        }
         match will_delay {
             Some(0) => self.publish_will(),
             // [MQTT-3.1.2-...] the will waits for min(delay, session expiry).
             Some(d) if d < self.expiry => self.start_timer(myself, d, TimerKind::Will),
             _ => {}
         }
-        self.start_timer(myself, self.expiry, TimerKind::Expire);
+        // With the disconnect time: expiry goes on counting across restarts.
+        self.store_record();
+        if self.expiry != u32::MAX {
+            self.start_timer(myself, self.expiry, TimerKind::Expire);
+        }
     }
 
     fn start_timer(&self, myself: &ActorRef<SessionMsg>, secs: u32, kind: TimerKind) {
+        self.start_timer_ms(myself, u64::from(secs) * 1000, kind);
+    }
+
+    fn start_timer_ms(&self, myself: &ActorRef<SessionMsg>, ms: u64, kind: TimerKind) {
         let generation = self.generation;
-        myself.send_after(Duration::from_secs(u64::from(secs)), move || {
-            SessionMsg::Timer { generation, kind }
+        myself.send_after(Duration::from_millis(ms), move || SessionMsg::Timer {
+            generation,
+            kind,
         });
     }
 
@@ -601,6 +835,13 @@ impl SessionActorState {
     /// The session ends: will due now, routes dropped, actor stopped.
     async fn end(&mut self, myself: &ActorRef<SessionMsg>, why: &'static str) {
         self.publish_will();
+        self.inbox.set_store(STORE_NONE);
+        if let Some(dq) = self.durable.take() {
+            if let Err(e) = dq.delete() {
+                Counters::inc(&self.ctx.counters.storage_errors);
+                error!(client_id = %self.client_id, error = %e, "session_delete_failed");
+            }
+        }
         if let Some(link) = self.link.take() {
             link.detach();
         }

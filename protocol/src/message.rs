@@ -148,4 +148,20 @@ pub struct DeliveryOpts {
 pub struct Delivery {
     pub message: Arc<Message>,
     pub opts: DeliveryOpts,
+    /// Its seq in the session's durable queue, when it was stored before
+    /// being handed over (persistent sessions; see `roost-storage`). Every
+    /// change to a stored delivery's state is reported as a
+    /// [`crate::session::StoreOp`].
+    pub stored: Option<u64>,
+}
+
+impl Delivery {
+    /// A delivery that is not in any durable queue.
+    pub fn new(message: Arc<Message>, opts: DeliveryOpts) -> Delivery {
+        Delivery {
+            message,
+            opts,
+            stored: None,
+        }
+    }
 }

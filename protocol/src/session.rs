@@ -15,7 +15,13 @@
 //! - `mqueue.len() <= max_mqueue_len`: the oldest message is dropped and
 //!   counted when a new one arrives at a full queue;
 //! - messages leave the queue in arrival order and are redelivered in the
-//!   order they were first sent [MQTT-4.6.0-1].
+//!   order they were first sent [MQTT-4.6.0-1];
+//! - every change to the state of a *stored* delivery (one with
+//!   `Delivery::stored`, in a persistent session's durable queue) is
+//!   recorded in the journal ([`SessionState::take_journal`]) by the same
+//!   operation that produces the packets it implies: the session actor writes
+//!   the journal to the store before it sends those packets, so the store
+//!   never lags what the client has seen.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
@@ -63,6 +69,21 @@ pub struct SessionStats {
     pub dropped_qos0_offline: u64,
 }
 
+/// A change to the state of a stored delivery, by its seq in the durable
+/// queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOp {
+    /// Sent with this packet id; waiting for PUBACK (QoS 1) or PUBREC
+    /// (QoS 2). Redelivered with DUP and the same id after a restart.
+    Sent { seq: u64, packet_id: u16 },
+    /// PUBREC received, PUBREL sent: after a restart the PUBREL is sent
+    /// again, not the message.
+    Released { seq: u64, packet_id: u16 },
+    /// Finished with: acknowledged, sent at QoS 0, expired, dropped from a
+    /// full queue or too large for the client. Remove it from the store.
+    Done(u64),
+}
+
 #[derive(Debug, Clone)]
 enum Stage {
     /// PUBLISH sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
@@ -75,6 +96,8 @@ enum Stage {
 struct Inflight {
     /// Send order, for in-order redelivery.
     seq: u64,
+    /// Seq in the durable queue, for a stored delivery.
+    stored: Option<u64>,
     stage: Stage,
 }
 
@@ -98,6 +121,7 @@ pub struct SessionState {
     next_packet_id: u16,
     next_seq: u64,
     pub stats: SessionStats,
+    journal: Vec<StoreOp>,
 }
 
 impl SessionState {
@@ -112,7 +136,43 @@ impl SessionState {
             next_packet_id: 1,
             next_seq: 0,
             stats: SessionStats::default(),
+            journal: Vec::new(),
         }
+    }
+
+    /// Take the store changes recorded since the last call (empty for a
+    /// session that holds no stored delivery).
+    pub fn take_journal(&mut self, into: &mut Vec<StoreOp>) {
+        into.append(&mut self.journal);
+    }
+
+    fn done(&mut self, d: &Delivery) {
+        if let Some(seq) = d.stored {
+            self.journal.push(StoreOp::Done(seq));
+        }
+    }
+
+    /// Put back a message that was inflight when the node stopped (read
+    /// from the store): it is resent on the next [`SessionState::resume`],
+    /// with DUP and its original packet id, or as a PUBREL when `released`.
+    /// Call in the original send order. Nothing is journaled: the store
+    /// already has this state.
+    pub fn restore_inflight(&mut self, packet_id: u16, d: Delivery, released: bool) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let stored = d.stored;
+        let stage = if released {
+            Stage::Released
+        } else {
+            Stage::Publish(d)
+        };
+        self.inflight
+            .insert(packet_id, Inflight { seq, stored, stage });
+    }
+
+    /// Room in the queue before it starts dropping the oldest message.
+    pub fn mqueue_room(&self) -> usize {
+        self.config.max_mqueue_len.saturating_sub(self.mqueue.len())
     }
 
     /// A connection attached: take its Receive Maximum (65535 when absent).
@@ -147,11 +207,13 @@ impl SessionState {
     pub fn deliver(&mut self, d: Delivery, online: bool, now: Instant, out: &mut Vec<Packet>) {
         if d.message.is_expired(now) {
             self.stats.dropped_expired += 1;
+            self.done(&d);
             return;
         }
         if !online {
             if d.opts.qos == QoS::AtMostOnce && !self.config.mqueue_store_qos0 {
                 self.stats.dropped_qos0_offline += 1;
+                self.done(&d);
                 return;
             }
             self.enqueue(d);
@@ -162,6 +224,7 @@ impl SessionState {
             out.push(Packet::Publish(
                 d.message.to_publish(&d.opts, 0, false, now),
             ));
+            self.done(&d);
         } else if self.mqueue.is_empty() && self.window_has_room() {
             self.send_new(d, now, out);
         } else {
@@ -176,10 +239,13 @@ impl SessionState {
     fn enqueue(&mut self, d: Delivery) {
         if self.config.max_mqueue_len == 0 {
             self.stats.dropped_queue_full += 1;
+            self.done(&d);
             return;
         }
         if self.mqueue.len() >= self.config.max_mqueue_len {
-            self.mqueue.pop_front();
+            if let Some(oldest) = self.mqueue.pop_front() {
+                self.done(&oldest);
+            }
             self.stats.dropped_queue_full += 1;
         }
         self.mqueue.push_back(d);
@@ -197,13 +263,28 @@ impl SessionState {
         ));
         let seq = self.next_seq;
         self.next_seq += 1;
+        let stored = d.stored;
+        if let Some(seq) = stored {
+            self.journal.push(StoreOp::Sent { seq, packet_id });
+        }
         self.inflight.insert(
             packet_id,
             Inflight {
                 seq,
+                stored,
                 stage: Stage::Publish(d),
             },
         );
+    }
+
+    /// The exchange of `packet_id` is over.
+    fn complete(&mut self, packet_id: u16) {
+        if let Some(Inflight {
+            stored: Some(seq), ..
+        }) = self.inflight.remove(&packet_id)
+        {
+            self.journal.push(StoreOp::Done(seq));
+        }
     }
 
     fn allocate_packet_id(&mut self) -> Option<u16> {
@@ -225,10 +306,12 @@ impl SessionState {
             };
             if d.message.is_expired(now) {
                 self.stats.dropped_expired += 1;
+                self.done(&d);
             } else if d.opts.qos == QoS::AtMostOnce {
                 out.push(Packet::Publish(
                     d.message.to_publish(&d.opts, 0, false, now),
                 ));
+                self.done(&d);
             } else {
                 self.send_new(d, now, out);
             }
@@ -250,7 +333,7 @@ impl SessionState {
             }) if d.opts.qos == QoS::AtLeastOnce => {}
             Some(_) => return Err(AckError::WrongStage(packet_id)),
         }
-        self.inflight.remove(&packet_id);
+        self.complete(packet_id);
         self.fill(now, out);
         Ok(())
     }
@@ -285,10 +368,13 @@ impl SessionState {
             Stage::Publish(_) => return Err(AckError::WrongStage(packet_id)),
         }
         if reason_code >= 0x80 {
-            self.inflight.remove(&packet_id);
+            self.complete(packet_id);
             self.fill(now, out);
         } else {
             entry.stage = Stage::Released;
+            if let Some(seq) = entry.stored {
+                self.journal.push(StoreOp::Released { seq, packet_id });
+            }
             out.push(Packet::PubRel(Ack::new(packet_id)));
         }
         Ok(())
@@ -309,7 +395,7 @@ impl SessionState {
             }) => {}
             Some(_) => return Err(AckError::WrongStage(packet_id)),
         }
-        self.inflight.remove(&packet_id);
+        self.complete(packet_id);
         self.fill(now, out);
         Ok(())
     }
@@ -324,7 +410,7 @@ impl SessionState {
             ..
         }) = self.inflight.get(&packet_id)
         {
-            self.inflight.remove(&packet_id);
+            self.complete(packet_id);
             self.fill(now, out);
         }
     }

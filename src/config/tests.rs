@@ -297,6 +297,18 @@ fn mgmt_keys_are_read_and_checked() {
 }
 
 #[test]
+fn storage_keys_are_read_from_the_file_and_the_environment() {
+    let cfg = parse("[storage]\nsync = true\n").expect("valid");
+    assert!(cfg.storage.sync && !cfg.storage.quarantine_corrupt);
+    let vars = env(&[("ROOST_STORAGE__QUARANTINE_CORRUPT", "true")]);
+    let cfg = load(None, &vars).expect("valid override");
+    assert!(cfg.storage.quarantine_corrupt && !cfg.storage.sync);
+    let errors = problems("[storage]\nsync = \"yes\"\nquarantine = true\n");
+    assert!(errors.find("storage.sync").is_some(), "{errors}");
+    assert!(errors.find("storage.quarantine").is_some(), "{errors}");
+}
+
+#[test]
 fn the_same_key_set_twice_by_env_is_an_error() {
     let vars = env(&[("ROOST_MQTT__MAX_QOS", "1"), ("roost_mqtt__max_qos", "2")]);
     let errors = load(None, &vars).expect_err("ambiguous overrides");

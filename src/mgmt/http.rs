@@ -84,16 +84,18 @@ async fn live() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "live": true }))
 }
 
-/// 200 when the default listener runs and the broker subtree is all
-/// running; 503 otherwise (load balancers stop sending new connections).
+/// 200 when the default listener runs, the broker subtree is all running
+/// and the store is open (its `storage` actor answers); 503 otherwise (load
+/// balancers stop sending new connections).
 async fn ready(State(app): State<AppState>) -> (StatusCode, Json<Ready>) {
+    let timeout = READY_TIMEOUT.as_millis() as u64;
     let listener_alive = match app.shared.ctx.listener(DEFAULT_LISTENER) {
-        Some(l) => {
-            let timeout = READY_TIMEOUT.as_millis() as u64;
-            ractor::call_t!(l, ListenerMsg::LocalAddr, timeout).is_ok()
-        }
+        Some(l) => ractor::call_t!(l, ListenerMsg::LocalAddr, timeout).is_ok(),
         None => false,
     };
+    let storage = query::storage_stats(&app.shared.storage, timeout)
+        .await
+        .is_some();
     let tree = roost_actors::supervisor::tree_within(&app.root, READY_TIMEOUT).await;
     let (listener_running, broker) = match &tree {
         Ok(t) => (
@@ -105,9 +107,10 @@ async fn ready(State(app): State<AppState>) -> (StatusCode, Json<Ready>) {
     };
     let listener = listener_alive && listener_running;
     let body = Ready {
-        ready: listener && broker,
+        ready: listener && broker && storage,
         listener,
         broker,
+        storage,
     };
     let status = if body.ready {
         StatusCode::OK

@@ -14,6 +14,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::{Registry, Unit};
 use roost_actors::broker::Counters;
+use roost_storage::StorageStats;
 
 use super::query;
 use super::AppState;
@@ -22,6 +23,9 @@ use super::AppState;
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 type Labels = Vec<(String, String)>;
+
+/// How long a scrape waits for the `storage` actor's counters.
+const STORAGE_CALL_MS: u64 = 2_000;
 
 /// Everything one scrape reports, read from the running node.
 #[derive(Debug, Default, Clone)]
@@ -38,6 +42,11 @@ pub struct Snapshot {
     /// (path, restarts); empty if the tree did not answer.
     pub restarts: Vec<(String, u64)>,
     pub rss_bytes: Option<u64>,
+    /// The store's counters; `None` if its actor did not answer (the
+    /// counters are then left out of the scrape rather than shown as 0).
+    pub storage: Option<StorageStats>,
+    /// Retained-message commits that failed.
+    pub retained_write_errors: u64,
 }
 
 /// A copy of the broker's [`Counters`].
@@ -51,6 +60,8 @@ pub struct CounterValues {
     pub dropped_queue_full: u64,
     pub dropped_expired: u64,
     pub malformed_packets: u64,
+    /// Session, queue and QoS 2 state writes that failed.
+    pub session_write_errors: u64,
     pub connection_failures: u64,
     pub session_failures: u64,
     pub publisher_pauses: u64,
@@ -72,6 +83,7 @@ impl CounterValues {
             dropped_queue_full: g(&c.messages_dropped_queue_full),
             dropped_expired: g(&c.messages_dropped_expired),
             malformed_packets: g(&c.malformed_packets),
+            session_write_errors: g(&c.storage_errors),
             connection_failures: g(&c.connection_actor_failures),
             session_failures: g(&c.session_actor_failures),
             publisher_pauses: g(&c.publisher_pauses),
@@ -111,6 +123,8 @@ pub async fn snapshot(app: &AppState) -> Snapshot {
         counters: CounterValues::read(&ctx.counters),
         restarts,
         rss_bytes: process_rss_bytes(),
+        storage: query::storage_stats(&app.shared.storage, STORAGE_CALL_MS).await,
+        retained_write_errors: ctx.retained.write_errors(),
     }
 }
 
@@ -148,6 +162,7 @@ pub fn encode_snapshot(s: &Snapshot) -> String {
     let mut r = Registry::with_prefix("roost");
     register_gauges(&mut r, s);
     register_counters(&mut r, &s.counters);
+    register_storage(&mut r, s);
     let restarts: Vec<(Labels, u64)> = s
         .restarts
         .iter()
@@ -298,6 +313,33 @@ fn register_counters(r: &mut Registry, c: &CounterValues) {
     );
 }
 
+fn register_storage(r: &mut Registry, s: &Snapshot) {
+    if let Some(stats) = &s.storage {
+        r.register(
+            "storage_commits",
+            "Batches committed to the durable store since it was opened",
+            ConstCounter::new(stats.commits),
+        );
+        r.register(
+            "storage_corrupt_records",
+            "Stored records skipped because they could not be decoded (logged as storage_corrupt_record)",
+            ConstCounter::new(stats.corrupt_records),
+        );
+    }
+    let errors = [
+        (labels(&[("kind", "retained")]), s.retained_write_errors),
+        (
+            labels(&[("kind", "session")]),
+            s.counters.session_write_errors,
+        ),
+    ];
+    r.register(
+        "storage_write_errors",
+        "Writes to the durable store that failed (logged), by kind",
+        counter_family(&errors),
+    );
+}
+
 /// VmRSS from `/proc/self/status`, in bytes (Linux only).
 pub fn process_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -334,6 +376,12 @@ mod tests {
             retained: 1,
             restarts: vec![("broker/router".into(), 1)],
             rss_bytes: Some(4096),
+            storage: Some(StorageStats {
+                commits: 5,
+                corrupt_records: 1,
+                ..StorageStats::default()
+            }),
+            retained_write_errors: 2,
             counters: CounterValues {
                 received: 7,
                 dropped_inbox_full: 2,
@@ -355,6 +403,10 @@ mod tests {
             "roost_supervisor_restarts_total{path=\"broker/router\"} 1",
             "roost_process_resident_memory_bytes 4096",
             "roost_actor_failures_total{kind=\"connection\"} 0",
+            "roost_storage_commits_total 5",
+            "roost_storage_corrupt_records_total 1",
+            "roost_storage_write_errors_total{kind=\"retained\"} 2",
+            "roost_storage_write_errors_total{kind=\"session\"} 0",
             "# EOF",
         ] {
             assert!(

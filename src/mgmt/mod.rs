@@ -5,7 +5,7 @@
 //! /api/v1/...     bearer token (mgmt.token or <data_dir>/mgmt.token); 401 without it
 //! /metrics        Prometheus/OpenMetrics text, unauthenticated (scrapers)
 //! /health/live    200 while the process serves HTTP, unauthenticated
-//! /health/ready   200 when the default listener and the broker subtree run, else 503
+//! /health/ready   200 when the default listener and the broker subtree run and the store is open, else 503
 //! ```
 //!
 //! Supervision: the [`Mgmt`] actor is the root supervisor's child `mgmt`
@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use roost_actors::broker::BrokerCtx;
+use roost_actors::storage_owner::StorageSlot;
 use roost_actors::supervisor::SupervisorMsg;
 use roost_actors::AbortOnDrop;
 use tokio::net::TcpListener;
@@ -50,6 +51,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// What every instance of the API serves from; outlives restarts of `mgmt`.
 pub struct Shared {
     pub ctx: Arc<BrokerCtx>,
+    /// The running `storage` actor (its store's counters, readiness).
+    pub storage: StorageSlot,
     /// The bearer token `/api/v1` accepts.
     pub token: String,
     pub node_name: String,

@@ -14,8 +14,10 @@ use roost_actors::broker::BrokerCtx;
 use roost_actors::listener::ListenerMsg;
 use roost_actors::registry::RegistryMsg;
 use roost_actors::session::{SessionInfo, SessionMsg};
+use roost_actors::storage_owner::{StorageOwnerMsg, StorageSlot};
 use roost_actors::supervisor::TreeNode;
 use roost_protocol::{topic, ClientId, Message};
+use roost_storage::StorageStats;
 
 use super::error::ApiError;
 use super::types::{
@@ -55,6 +57,13 @@ pub async fn listeners(ctx: &BrokerCtx) -> Vec<ListenerStatus> {
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
+}
+
+/// The store's counters, as the `storage` actor reports them; `None` when
+/// it does not answer within `timeout_ms` (it is restarting, or gone).
+pub async fn storage_stats(slot: &StorageSlot, timeout_ms: u64) -> Option<StorageStats> {
+    let owner = slot.read().clone()?;
+    ractor::call_t!(owner, StorageOwnerMsg::Stats, timeout_ms).ok()
 }
 
 fn registry(ctx: &BrokerCtx) -> Result<ActorRef<RegistryMsg>, ApiError> {

@@ -179,6 +179,8 @@ pub struct Ready {
     pub listener: bool,
     /// Every actor of the `broker` subtree is running.
     pub broker: bool,
+    /// The store is open: the `storage` actor that holds it answers.
+    pub storage: bool,
 }
 
 /// `t` as RFC 3339 UTC (`2024-05-01T12:00:03Z`), without a date crate.

@@ -14,7 +14,7 @@ use crate::engine::Op;
 use crate::error::{Result, StorageError};
 use crate::keys::{self, ColumnFamily};
 use crate::record::{
-    encode, InflightState, QueueMeta, QueuedMessage, SessionRecord, StoredMessage,
+    encode, AwaitingRel, InflightState, QueueMeta, QueuedMessage, SessionRecord, StoredMessage,
 };
 use crate::storage::{Registry, Storage};
 
@@ -35,9 +35,11 @@ pub struct Batch {
 pub(crate) enum BatchOp {
     PutSession(String, Vec<u8>),
     DeleteSession(String),
-    Append(ClientId, Vec<Vec<u8>>),
+    /// Client, encoded messages, most messages the queue may hold.
+    Append(ClientId, Vec<Vec<u8>>, Option<u64>),
     Remove(String, u64),
     SetInflight(String, u64, Vec<u8>),
+    SetAwaitingRel(String, Option<Vec<u8>>),
     PutRetained(String, Vec<u8>),
     DeleteRetained(String),
 }
@@ -111,11 +113,34 @@ impl Batch {
     /// [`CommitReceipt`]; a client with no stored session gets
     /// [`AppendOutcome::NoSession`].
     pub fn append(&mut self, client_id: &ClientId, messages: &[QueuedMessage]) -> &mut Batch {
+        self.append_inner(client_id, messages, None)
+    }
+
+    /// [`Batch::append`] to a queue that holds at most `max_len` messages:
+    /// the messages that do not fit are refused (the queue keeps what it
+    /// has, in order, with no gap). The receipt's range says how many were
+    /// queued; it is empty when the queue was full.
+    pub fn append_bounded(
+        &mut self,
+        client_id: &ClientId,
+        messages: &[QueuedMessage],
+        max_len: u64,
+    ) -> &mut Batch {
+        self.append_inner(client_id, messages, Some(max_len))
+    }
+
+    fn append_inner(
+        &mut self,
+        client_id: &ClientId,
+        messages: &[QueuedMessage],
+        max_len: Option<u64>,
+    ) -> &mut Batch {
         let values = messages
             .iter()
             .map(|m| self.encoded("queued message", m))
             .collect();
-        self.ops.push(BatchOp::Append(client_id.clone(), values));
+        self.ops
+            .push(BatchOp::Append(client_id.clone(), values, max_len));
         self
     }
 
@@ -137,6 +162,21 @@ impl Batch {
         let value = self.encoded("inflight state", &state);
         self.ops
             .push(BatchOp::SetInflight(client_id.to_string(), seq, value));
+        self
+    }
+
+    /// Store the session's inbound QoS 2 state: the packet ids whose
+    /// PUBLISH was received (and PUBREC sent) and whose PUBREL has not
+    /// arrived. A PUBLISH with one of them after a restart is a duplicate.
+    /// [MQTT-4.3.3-9] Ignored when the client has no stored session.
+    pub fn set_awaiting_rel(&mut self, client_id: &ClientId, packet_ids: &[u16]) -> &mut Batch {
+        let value = if packet_ids.is_empty() {
+            None
+        } else {
+            Some(self.encoded("awaiting rel", &AwaitingRel(packet_ids.to_vec())))
+        };
+        self.ops
+            .push(BatchOp::SetAwaitingRel(client_id.to_string(), value));
         self
     }
 
@@ -243,13 +283,25 @@ impl<'a> Plan<'a> {
         match op {
             BatchOp::PutSession(client, value) => self.put_session(client, value),
             BatchOp::DeleteSession(client) => self.delete_session(client),
-            BatchOp::Append(client, values) => return self.append(client, values),
+            BatchOp::Append(client, values, max_len) => {
+                return self.append(client, values, max_len)
+            }
             BatchOp::Remove(client, seq) => return self.remove(&client, seq),
             BatchOp::SetInflight(client, seq, value) => {
                 if self.slot(&client).is_some() && self.message_exists(&client, seq)? {
                     let key = keys::inflight_key(&client, seq);
                     self.ops
                         .push(Op::Put(ColumnFamily::SessionMsgs, key, value));
+                }
+            }
+            BatchOp::SetAwaitingRel(client, value) => {
+                if self.slot(&client).is_some() {
+                    let key = keys::awaiting_rel_key(&client);
+                    let cf = ColumnFamily::SessionMsgs;
+                    self.ops.push(match value {
+                        Some(value) => Op::Put(cf, key, value),
+                        None => Op::Delete(cf, key),
+                    });
                 }
             }
             BatchOp::PutRetained(topic, value) => {
@@ -292,7 +344,12 @@ impl<'a> Plan<'a> {
         self.cleared.insert(client);
     }
 
-    fn append(&mut self, client_id: ClientId, values: Vec<Vec<u8>>) -> Result<()> {
+    fn append(
+        &mut self,
+        client_id: ClientId,
+        values: Vec<Vec<u8>>,
+        max_len: Option<u64>,
+    ) -> Result<()> {
         let client = client_id.as_str();
         let Some(mut meta) = self.meta(client)? else {
             self.receipt
@@ -302,6 +359,9 @@ impl<'a> Plan<'a> {
         };
         let first = meta.next_seq;
         for value in values {
+            if max_len.is_some_and(|max| meta.len >= max) {
+                break;
+            }
             let seq = meta.next_seq;
             let key = keys::message_key(client, seq);
             self.ops

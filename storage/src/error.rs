@@ -16,8 +16,8 @@ pub enum StorageError {
     /// The data dir is in use: RocksDB holds a lock on `<dir>/LOCK` for as
     /// long as a store is open (in this process or another one).
     #[error(
-        "data dir is locked: {path} is held by another open store (another Roost \
-         node on the same data dir?); stop it or use another data dir"
+        "store is locked: {path} is held by another open store (another Roost \
+         node on the same data dir?)"
     )]
     Locked {
         /// The lock file, `<dir>/LOCK`.
@@ -27,11 +27,9 @@ pub enum StorageError {
     },
 
     /// The data dir exists but cannot be read as a Roost store. Moving it
-    /// aside ([`crate::Storage::quarantine`]) lets the node start empty.
-    #[error(
-        "data dir {path} is corrupt or unreadable (storage.quarantine_corrupt = true \
-         moves it aside and starts empty)"
-    )]
+    /// aside ([`crate::Storage::quarantine`]) lets the node start empty; the
+    /// caller tells the operator how (the broker names its config key).
+    #[error("store {path} is corrupt or unreadable")]
     Corrupt {
         path: PathBuf,
         #[source]
@@ -40,7 +38,7 @@ pub enum StorageError {
 
     /// Opening failed for another reason (permissions, not a directory, bad
     /// options).
-    #[error("cannot open data dir {path}")]
+    #[error("cannot open store {path}")]
     Open {
         path: PathBuf,
         #[source]

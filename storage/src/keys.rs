@@ -7,6 +7,7 @@
 //! | `session_msgs`  | `queue(c)` = `len(c) u16 BE` ++ `c`          | `QueueMeta`           |
 //! | `session_msgs`  | `queue(c)` ++ `seq u64 BE` ++ `0x00`         | `QueuedMessage`       |
 //! | `session_msgs`  | `queue(c)` ++ `seq u64 BE` ++ `0x01`         | `InflightState`       |
+//! | `session_msgs`  | `queue(c)` ++ `u64::MAX BE` ++ `0x02`        | `AwaitingRel`         |
 //! | `retained`      | topic (UTF-8)                               | `StoredMessage`       |
 //! | `cluster`       | (reserved for membership, evacuation state) |                       |
 //! | `bridge_queues` | (reserved for bridge overflow mailboxes)    |                       |
@@ -14,7 +15,10 @@
 //! The length prefix makes `queue(c)` prefix-free: every key that starts with
 //! it belongs to client `c`, so one range is one session's queue, and
 //! big-endian seqs sort a queue in FIFO order. A message's inflight state
-//! sorts right after the message, so a page is one forward scan.
+//! sorts right after the message, so a page is one forward scan. The
+//! inbound QoS 2 state of the session (packet ids awaiting PUBREL) sits at
+//! the end of the queue's range (seq `u64::MAX` is never assigned), so it
+//! goes with the queue when the session is deleted.
 
 /// The column families. `Default` holds the store marker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -59,6 +63,7 @@ pub(crate) const MARKER_KEY: &[u8] = b"roost.store";
 
 const TAG_MESSAGE: u8 = 0;
 const TAG_INFLIGHT: u8 = 1;
+const TAG_AWAITING_REL: u8 = 2;
 
 /// `len(c) u16 BE ++ c`: the queue prefix and the key of its `QueueMeta`.
 /// MQTT bounds a client id to 65,535 bytes [MQTT-1.5.4], so the length fits.
@@ -86,6 +91,10 @@ pub(crate) fn inflight_key(client_id: &str, seq: u64) -> Vec<u8> {
     entry_key(client_id, seq, TAG_INFLIGHT)
 }
 
+pub(crate) fn awaiting_rel_key(client_id: &str) -> Vec<u8> {
+    entry_key(client_id, u64::MAX, TAG_AWAITING_REL)
+}
+
 /// The first key of `client_id`'s queue entries with a seq above `after`;
 /// `None` when no seq can follow `after`.
 pub(crate) fn entries_after(client_id: &str, after: u64) -> Option<Vec<u8>> {
@@ -111,6 +120,7 @@ pub(crate) enum QueueKey {
     Meta,
     Message(u64),
     Inflight(u64),
+    AwaitingRel,
 }
 
 /// Parse a key of the `session_msgs` family that starts with `prefix`.
@@ -131,6 +141,7 @@ pub(crate) fn parse_queue_key(prefix: &[u8], key: &[u8]) -> Result<QueueKey, &'s
     match tag {
         TAG_MESSAGE => Ok(QueueKey::Message(seq)),
         TAG_INFLIGHT => Ok(QueueKey::Inflight(seq)),
+        TAG_AWAITING_REL if seq == u64::MAX => Ok(QueueKey::AwaitingRel),
         _ => Err("unknown queue key tag"),
     }
 }

@@ -75,6 +75,8 @@ mod quarantine;
 mod reads;
 mod record;
 mod storage;
+#[cfg(feature = "test-support")]
+pub mod test_support;
 
 #[cfg(test)]
 mod tests;

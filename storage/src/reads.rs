@@ -8,7 +8,9 @@ use roost_protocol::ClientId;
 
 use crate::error::{RecordError, Result, StorageError};
 use crate::keys::{self, ColumnFamily, QueueKey};
-use crate::record::{InflightState, QueueMeta, QueuedMessage, SessionRecord, StoredMessage};
+use crate::record::{
+    AwaitingRel, InflightState, QueueMeta, QueuedMessage, SessionRecord, StoredMessage,
+};
 use crate::storage::Storage;
 
 /// One message of a session's queue.
@@ -84,8 +86,24 @@ impl Storage {
             self.report_corrupt(ColumnFamily::Sessions, key, &why);
             return Ok(None);
         };
-        let record = self.decode_or_report(ColumnFamily::Sessions, key, value)?;
-        Ok(record.map(|r| (ClientId::new(client.to_string()), r)))
+        let record: Option<SessionRecord> =
+            self.decode_or_report(ColumnFamily::Sessions, key, value)?;
+        let Some(mut record) = record else {
+            return Ok(None);
+        };
+        // The inbound QoS 2 state written since the record
+        // (`Batch::set_awaiting_rel`) joins the record's own.
+        let cf = ColumnFamily::SessionMsgs;
+        let rel_key = keys::awaiting_rel_key(client);
+        if let Some(value) = self.engine().get(cf, &rel_key)? {
+            let ids: Option<AwaitingRel> = self.decode_or_report(cf, &rel_key, &value)?;
+            for id in ids.map(|a| a.0).unwrap_or_default() {
+                if !record.awaiting_pubrel.contains(&id) {
+                    record.awaiting_pubrel.push(id);
+                }
+            }
+        }
+        Ok(Some((ClientId::new(client.to_string()), record)))
     }
 
     /// Every retained message, in topic byte order. Corrupt records (and
@@ -193,7 +211,7 @@ impl Pager<'_> {
                 self.message(seq, key, value)
             }
             Ok(QueueKey::Inflight(seq)) => self.inflight(seq, key, value),
-            Ok(QueueKey::Meta) => Ok(()),
+            Ok(QueueKey::Meta | QueueKey::AwaitingRel) => Ok(()),
             Err(why) => {
                 self.storage
                     .report_corrupt(cf, key, &RecordError::BadKey(why));

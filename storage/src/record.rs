@@ -172,6 +172,11 @@ pub struct SessionRecord {
     pub awaiting_pubrel: Vec<u16>,
 }
 
+/// A session's inbound QoS 2 packet ids awaiting PUBREL
+/// ([`crate::Batch::set_awaiting_rel`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub(crate) struct AwaitingRel(pub Vec<u16>);
+
 /// Per-queue bookkeeping, stored next to the queue and written in the same
 /// batch as every change to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

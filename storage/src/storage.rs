@@ -332,6 +332,16 @@ impl Storage {
 
     /// Messages in a session's queue (0 without a session). Reads one meta
     /// record the first time a queue is touched after open, then O(1).
+    /// Whether a session record is stored for this client. From memory (the
+    /// set of stored sessions is loaded at open): no disk read.
+    pub fn has_session(&self, client_id: &ClientId) -> bool {
+        self.inner
+            .registry
+            .lock()
+            .slot(client_id.as_str())
+            .is_some()
+    }
+
     pub fn queue_len(&self, client_id: &ClientId) -> Result<u64> {
         let mut registry = self.inner.registry.lock();
         let client = client_id.as_str();

@@ -43,6 +43,7 @@ fn delivery_at(tag: &str, qos: QoS, expiry: Option<u32>, now: Instant) -> Delive
             retain: false,
             subscription_ids: vec![],
         },
+        stored: None,
     }
 }
 
@@ -654,4 +655,136 @@ fn subscribe_replaces_and_unsubscribe_removes() {
     assert!(s.unsubscribe("a/#"));
     assert!(!s.unsubscribe("a/#"));
     assert!(s.subscriptions().is_empty());
+}
+
+// ---- the store journal (persistent sessions) -------------------------------
+
+fn stored(tag: &str, qos: QoS, seq: u64, now: Instant) -> Delivery {
+    Delivery {
+        stored: Some(seq),
+        ..delivery(tag, qos, now)
+    }
+}
+
+fn journal(s: &mut SessionState) -> Vec<StoreOp> {
+    let mut j = Vec::new();
+    s.take_journal(&mut j);
+    j
+}
+
+#[test]
+fn unstored_deliveries_journal_nothing() {
+    let now = Instant::now();
+    let mut s = SessionState::new(config(2, 10));
+    send(&mut s, delivery("a", Q1, now), now);
+    puback(&mut s, 1, now).0.unwrap();
+    assert_eq!(journal(&mut s), vec![]);
+}
+
+#[test]
+fn qos1_stored_delivery_is_sent_then_done_on_puback() {
+    let now = Instant::now();
+    let mut s = SessionState::new(config(2, 10));
+    send(&mut s, stored("a", Q1, 7, now), now);
+    assert_eq!(
+        journal(&mut s),
+        vec![StoreOp::Sent {
+            seq: 7,
+            packet_id: 1
+        }]
+    );
+    puback(&mut s, 1, now).0.unwrap();
+    assert_eq!(journal(&mut s), vec![StoreOp::Done(7)]);
+}
+
+#[test]
+fn qos2_stored_delivery_is_released_before_the_pubrel_then_done() {
+    let now = Instant::now();
+    let mut s = SessionState::new(config(2, 10));
+    send(&mut s, stored("a", Q2, 3, now), now);
+    journal(&mut s);
+    let (r, out) = pubrec(&mut s, 1, 0, now);
+    r.unwrap();
+    assert_eq!(out, vec![pubrel(1)]);
+    assert_eq!(
+        journal(&mut s),
+        vec![StoreOp::Released {
+            seq: 3,
+            packet_id: 1
+        }]
+    );
+    pubcomp(&mut s, 1, now).0.unwrap();
+    assert_eq!(journal(&mut s), vec![StoreOp::Done(3)]);
+}
+
+#[test]
+fn refused_qos2_and_qos0_and_expired_and_overflow_are_done() {
+    let now = Instant::now();
+    let mut s = SessionState::new(config(1, 1));
+    // QoS 0 online: written, done.
+    send(&mut s, stored("z", Q0, 1, now), now);
+    assert_eq!(journal(&mut s), vec![StoreOp::Done(1)]);
+    // QoS 2 refused by the client (PUBREC >= 0x80): done.
+    send(&mut s, stored("a", Q2, 2, now), now);
+    pubrec(&mut s, 1, 0x80, now).0.unwrap();
+    assert_eq!(
+        journal(&mut s),
+        vec![
+            StoreOp::Sent {
+                seq: 2,
+                packet_id: 1
+            },
+            StoreOp::Done(2)
+        ]
+    );
+    // Expired before delivery: done.
+    let mut out = Vec::new();
+    let old = now - Duration::from_secs(10);
+    s.deliver(
+        Delivery {
+            stored: Some(4),
+            ..delivery_at("e", Q1, Some(1), old)
+        },
+        true,
+        now,
+        &mut out,
+    );
+    assert_eq!(journal(&mut s), vec![StoreOp::Done(4)]);
+    // Offline queue of one: the oldest is dropped, done.
+    s.deliver(stored("b", Q1, 5, now), false, now, &mut out);
+    s.deliver(stored("c", Q1, 6, now), false, now, &mut out);
+    assert_eq!(journal(&mut s), vec![StoreOp::Done(5)]);
+    assert_eq!(s.mqueue_room(), 0);
+}
+
+#[test]
+fn restored_inflight_is_resent_with_dup_and_its_original_id_in_order() {
+    let now = Instant::now();
+    let mut s = SessionState::new(config(4, 10));
+    s.restore_inflight(9, stored("a", Q1, 1, now), false);
+    s.restore_inflight(4, stored("b", Q2, 2, now), true);
+    s.deliver(stored("c", Q1, 3, now), false, now, &mut Vec::new());
+    assert_eq!(journal(&mut s), vec![]);
+    assert_eq!(
+        resume(&mut s, now),
+        vec![
+            publish("a", Q1, 9, true),
+            pubrel(4),
+            // A new id, not one in use.
+            publish("c", Q1, 1, false),
+        ]
+    );
+    puback(&mut s, 9, now).0.unwrap();
+    pubcomp(&mut s, 4, now).0.unwrap();
+    assert_eq!(
+        journal(&mut s),
+        vec![
+            StoreOp::Sent {
+                seq: 3,
+                packet_id: 1
+            },
+            StoreOp::Done(1),
+            StoreOp::Done(2)
+        ]
+    );
 }

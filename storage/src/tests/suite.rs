@@ -34,6 +34,8 @@ both_engines!(
     queued_message_round_trips_with_every_field,
     append_assigns_consecutive_seqs_in_fifo_order,
     append_to_client_without_session_is_refused,
+    bounded_append_refuses_what_does_not_fit_and_keeps_the_rest,
+    awaiting_rel_joins_the_record_and_goes_with_the_session,
     page_of_100k_messages_is_bounded_and_in_order,
     remove_acks_one_message_and_updates_len,
     removing_an_absent_seq_changes_nothing,
@@ -148,6 +150,70 @@ fn append_to_client_without_session_is_refused(s: &Storage) {
         s.append(&c, &[queued(1)]).unwrap(),
         AppendOutcome::NoSession
     );
+}
+
+fn bounded_append_refuses_what_does_not_fit_and_keeps_the_rest(s: &Storage) {
+    let c = client("c1");
+    s.put_session(&c, &session()).unwrap();
+    let mut b = Batch::new();
+    b.append_bounded(&c, &[queued(0), queued(1), queued(2)], 2);
+    assert_eq!(s.commit(b).unwrap().seqs(&c), Some(1..3));
+    let mut b = Batch::new();
+    b.append_bounded(&c, &[queued(3)], 2);
+    assert_eq!(s.commit(b).unwrap().seqs(&c), Some(3..3));
+    // An acknowledgement makes room again, and seqs stay consecutive.
+    s.remove(&c, 1).unwrap();
+    let mut b = Batch::new();
+    b.append_bounded(&c, &[queued(4), queued(5)], 2);
+    assert_eq!(s.commit(b).unwrap().seqs(&c), Some(3..4));
+    let order: Vec<u64> = s
+        .page(&c, 0, 10)
+        .unwrap()
+        .entries
+        .iter()
+        .map(|e| queued_index(&e.message))
+        .collect();
+    assert_eq!(order, [1, 4]);
+    assert_eq!(s.queue_len(&c).unwrap(), 2);
+}
+
+fn awaiting_rel_joins_the_record_and_goes_with_the_session(s: &Storage) {
+    let c = client("c1");
+    // No session: ignored.
+    let mut b = Batch::new();
+    b.set_awaiting_rel(&c, &[1]);
+    s.commit(b).unwrap();
+    let mut rec = session();
+    rec.awaiting_pubrel = vec![5];
+    s.put_session(&c, &rec).unwrap();
+    s.append(&c, &[queued(0)]).unwrap();
+    let mut b = Batch::new();
+    b.set_awaiting_rel(&c, &[5, 9]);
+    s.commit(b).unwrap();
+    let loaded = s.load_session(&c).unwrap().unwrap();
+    assert_eq!(loaded.awaiting_pubrel, vec![5, 9]);
+    assert_eq!(s.load_sessions().unwrap()[0].1.awaiting_pubrel, vec![5, 9]);
+    // Not a queue entry.
+    assert_eq!(s.page(&c, 0, 10).unwrap().entries.len(), 1);
+    assert_eq!(s.queue_len(&c).unwrap(), 1);
+    let mut b = Batch::new();
+    b.set_awaiting_rel(&c, &[]);
+    s.commit(b).unwrap();
+    assert_eq!(
+        s.load_session(&c).unwrap().unwrap().awaiting_pubrel,
+        vec![5]
+    );
+    let mut b = Batch::new();
+    b.set_awaiting_rel(&c, &[7]);
+    s.commit(b).unwrap();
+    s.delete_session(&c).unwrap();
+    s.put_session(&c, &session()).unwrap();
+    assert!(s
+        .load_session(&c)
+        .unwrap()
+        .unwrap()
+        .awaiting_pubrel
+        .is_empty());
 }
 
 /// A long queue is read in pages of at most `limit` messages, continuing
