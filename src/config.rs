@@ -38,6 +38,7 @@ pub struct Config {
     pub mqtt: MqttConfig,
     pub mgmt: MgmtConfig,
     pub storage: StorageConfig,
+    pub sys_topics: SysTopicsConfig,
 }
 
 /// `[node]`: identity and local storage.
@@ -106,6 +107,22 @@ pub struct StorageConfig {
     /// Move a corrupt store aside (`<dir>.corrupt-<timestamp>`) and start empty, instead
     /// of refusing to start. Off: losing the state takes an operator's decision.
     pub quarantine_corrupt: bool,
+}
+
+/// `[sys_topics]`: the node's figures as `$SYS/brokers/<node>/...` messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SysTopicsConfig {
+    /// Time between two rounds of `$SYS` messages; zero disables them.
+    pub interval: HumanDuration,
+}
+
+impl Default for SysTopicsConfig {
+    fn default() -> Self {
+        Self {
+            interval: HumanDuration::from_secs(10),
+        }
+    }
 }
 
 /// `[mqtt]`: the MQTT listener and protocol limits. See `default_config.toml` for the

@@ -6,3 +6,4 @@ pub mod config;
 pub mod ctl;
 pub mod mgmt;
 pub mod node;
+pub mod sys;

@@ -10,6 +10,7 @@
 //! │   └── sessions    client registry + session actors (temporary)
 //! ├── listeners (one_for_one)
 //! │   └── tcp:default listener + connection actors (temporary)
+//! ├── sys             $SYS topics publisher (`crate::sys`; absent if disabled)
 //! └── mgmt            management API + /metrics (`crate::mgmt`)
 //! ```
 //! The store is opened (and the retained messages loaded from it) before
@@ -49,6 +50,7 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::mgmt::{self, AppState, LogControl, Mgmt, MgmtArgs, MgmtMsg, MgmtSlot};
+use crate::sys::{Sys, SysArgs};
 
 /// Name of the default TCP listener in the tree (`listeners/tcp:default`).
 pub const DEFAULT_LISTENER: &str = "tcp:default";
@@ -110,12 +112,16 @@ impl Node {
                 max_restarts: 3,
                 period: Duration::from_secs(30),
             },
-            children: vec![
-                storage_spec(storage, storage_slot),
-                broker_spec(&ctx),
-                listeners_spec(&ctx, config.mqtt.listen),
-                mgmt_spec(shared, config.mgmt.listen, slot.clone()),
-            ],
+            children: [
+                Some(storage_spec(storage, storage_slot)),
+                Some(broker_spec(&ctx)),
+                Some(listeners_spec(&ctx, config.mqtt.listen)),
+                sys_spec(shared.clone(), config.sys_topics.interval.as_duration()),
+                Some(mgmt_spec(shared, config.mgmt.listen, slot.clone())),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
         };
         let (root, join) = Actor::spawn(None, Supervisor, args)
             .await
@@ -349,6 +355,27 @@ fn listeners_spec(ctx: &Arc<BrokerCtx>, addr: SocketAddr) -> ChildSpec {
         children: vec![tcp.clone()],
     };
     child_spec_supervisor("listeners", args, Restart::Permanent)
+}
+
+/// `sys`: the `$SYS` publisher (`crate::sys`), absent when its interval is
+/// zero. It reads the tree for the restart counts, like `/metrics`.
+fn sys_spec(shared: Arc<mgmt::Shared>, interval: Duration) -> Option<ChildSpec> {
+    if interval.is_zero() {
+        return None;
+    }
+    Some(ChildSpec::new("sys", move |start: StartCtx| {
+        let args = SysArgs {
+            app: AppState {
+                shared: shared.clone(),
+                root: ActorRef::from(start.supervisor.clone()),
+            },
+            interval,
+        };
+        Box::pin(async move {
+            let (actor, _) = Actor::spawn_linked(None, Sys, args, start.supervisor).await?;
+            Ok(actor.get_cell())
+        })
+    }))
 }
 
 /// `mgmt`: the management API actor. Its supervisor is the root, which it

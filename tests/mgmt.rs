@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{eventually, persistent_v5, temp_data_dir, Broker, Raw};
-use roost::config::Config;
+use roost::config::{Config, HumanDuration};
 use roost::mgmt::types::{ClientDetail, ClientSummary, List, Ready, RouteEntry, Status, TreeEntry};
 use roost::mgmt::LogControl;
 use roost::node::{Node, NodeOptions};
@@ -339,7 +339,10 @@ async fn restart_through_the_api_shows_in_the_tree_and_metrics() {
     let top: Vec<&str> = tree.children.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(
         (tree.name.as_str(), top),
-        ("roost", vec!["storage", "broker", "listeners", "mgmt"])
+        (
+            "roost",
+            vec!["storage", "broker", "listeners", "sys", "mgmt"]
+        )
     );
 
     let (status, body) = api
@@ -511,7 +514,51 @@ async fn ready_needs_the_store_and_metrics_show_its_counters() {
     b.stop().await;
 }
 
-/// What the metrics must say, checked against `/metrics` and `status`.
+/// The latest `$SYS/brokers/<node>/...` value of every topic, as a client
+/// subscribed to `$SYS/brokers/+/#` sees them. The watcher is itself a
+/// client: one connection, one online session, one subscription.
+struct SysWatch {
+    values: Arc<std::sync::Mutex<HashMap<String, String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SysWatch {
+    async fn start(b: &Broker) -> SysWatch {
+        let (mut c, _) = Raw::connect(b.addr, V5, "sys-watch", true).await;
+        c.subscribe(1, "$SYS/brokers/+/#", QoS::AtMostOnce).await;
+        let values = Arc::new(std::sync::Mutex::new(HashMap::new()));
+        let v = values.clone();
+        let task = tokio::spawn(async move {
+            while let Some(p) = c.recv_within(Duration::from_secs(30)).await {
+                if let Packet::Publish(p) = p {
+                    let payload = String::from_utf8_lossy(&p.payload).into_owned();
+                    v.lock().unwrap().insert(p.topic.to_string(), payload);
+                }
+            }
+        });
+        SysWatch { values, task }
+    }
+
+    /// The value of `$SYS/brokers/roost@localhost/<path>`, which must be a
+    /// whole number, never negative.
+    fn get(&self, path: &str) -> Option<u64> {
+        let topic = format!("$SYS/brokers/roost@localhost/{path}");
+        let v = self.values.lock().unwrap().get(&topic).cloned()?;
+        Some(
+            v.parse()
+                .unwrap_or_else(|_| panic!("{topic} = {v:?}: not a count")),
+        )
+    }
+}
+
+impl Drop for SysWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What the metrics must say, checked against `/metrics`, `status` and
+/// `$SYS`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Expect {
     connections: u64,
@@ -520,7 +567,7 @@ struct Expect {
     subscriptions: u64,
 }
 
-async fn agrees(api: &Api, want: Expect) -> bool {
+async fn agrees(api: &Api, sys: &SysWatch, want: Expect) -> bool {
     let m = api.metrics().await;
     let s: Status = api.get("/api/v1/status").await;
     let got = Expect {
@@ -535,33 +582,44 @@ async fn agrees(api: &Api, want: Expect) -> bool {
         offline: s.sessions_offline,
         subscriptions: s.subscriptions,
     };
-    got == want && from_status == want
+    let from_sys = Expect {
+        connections: sys.get("connections/tcp:default").unwrap_or(u64::MAX),
+        online: sys.get("sessions/online").unwrap_or(u64::MAX),
+        offline: sys.get("sessions/offline").unwrap_or(u64::MAX),
+        subscriptions: sys.get("subscriptions").unwrap_or(u64::MAX),
+    };
+    got == want && from_status == want && from_sys == want
 }
 
 /// `[connections, sessions online, sessions offline, subscriptions]`.
+/// (The `$SYS` watcher's own connection, session and subscription are
+/// added here.)
 async fn assert_agrees(
     api: &Api,
+    sys: &SysWatch,
     [connections, online, offline, subscriptions]: [u64; 4],
     step: &str,
 ) {
     let want = Expect {
-        connections,
-        online,
+        connections: connections + 1,
+        online: online + 1,
         offline,
-        subscriptions,
+        subscriptions: subscriptions + 1,
     };
-    if !eventually(|| agrees(api, want)).await {
+    if !eventually(|| agrees(api, sys, want)).await {
         let m = api.metrics().await;
         let s: Status = api.get("/api/v1/status").await;
-        panic!("{step}: want {want:?}\nstatus {s:?}\nmetrics {m:?}");
+        let v = sys.values.lock().unwrap().clone();
+        panic!("{step}: want {want:?}\nstatus {s:?}\nmetrics {m:?}\n$SYS {v:?}");
     }
 }
 
 #[tokio::test]
-async fn metrics_agree_with_live_state_through_churn_kills_and_expiry() {
-    let b = Broker::start().await;
+async fn metrics_sys_topics_and_status_agree_through_churn_kills_and_expiry() {
+    let b = Broker::start_with(|c| c.sys_topics.interval = HumanDuration::from_millis(100)).await;
     let api = Api::of(&b).await;
-    assert_agrees(&api, [0, 0, 0, 0], "empty").await;
+    let sys = SysWatch::start(&b).await;
+    assert_agrees(&api, &sys, [0, 0, 0, 0], "empty").await;
 
     let mut clean = Vec::new();
     for i in 0..4 {
@@ -573,13 +631,13 @@ async fn metrics_agree_with_live_state_through_churn_kills_and_expiry() {
     stays.subscribe(1, "s/#", QoS::AtLeastOnce).await;
     let (mut victim, _) = Raw::connect_with(b.addr, persistent_v5("victim", 1)).await;
     victim.subscribe(1, "v/#", QoS::AtLeastOnce).await;
-    assert_agrees(&api, [6, 6, 0, 6], "connected").await;
+    assert_agrees(&api, &sys, [6, 6, 0, 6], "connected").await;
 
     // Disconnects: clean sessions end, a persistent one goes offline.
     clean.pop().unwrap().disconnect().await;
     drop(clean.pop());
     stays.disconnect().await;
-    assert_agrees(&api, [3, 3, 1, 4], "disconnected").await;
+    assert_agrees(&api, &sys, [3, 3, 1, 4], "disconnected").await;
 
     // A killed connection actor: its session goes offline, then expires (1 s).
     victim
@@ -591,12 +649,12 @@ async fn metrics_agree_with_live_state_through_churn_kills_and_expiry() {
         m[r#"roost_actor_failures_total{kind="connection"}"#] >= 1.0,
         "{m:?}"
     );
-    assert_agrees(&api, [2, 2, 1, 3], "expired").await;
+    assert_agrees(&api, &sys, [2, 2, 1, 3], "expired").await;
 
     // Reconnecting the offline session brings it back online.
     let (_back, ack) = Raw::connect_with(b.addr, persistent_v5("stays-offline", 600)).await;
     assert!(ack.session_present);
-    assert_agrees(&api, [3, 3, 0, 3], "resumed").await;
+    assert_agrees(&api, &sys, [3, 3, 0, 3], "resumed").await;
     let m = api.metrics().await;
     assert!(m["roost_process_resident_memory_bytes"] > 0.0);
     assert!(m.contains_key("roost_messages_received_total"), "{m:?}");

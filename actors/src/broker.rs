@@ -105,6 +105,17 @@ impl Counters {
 /// route it to every matching session. Runs inline on the publisher's actor.
 pub fn publish(ctx: &BrokerCtx, msg: Arc<Message>) -> RouteOutcome {
     Counters::inc(&ctx.counters.messages_received);
+    let outcome = dispatch(ctx, msg);
+    if outcome.delivered == 0 && outcome.dropped == 0 && outcome.dropped_queue_full == 0 {
+        Counters::inc(&ctx.counters.messages_dropped_no_subscribers);
+    }
+    outcome
+}
+
+/// [`publish`] for a message the broker itself originates (`$SYS`): routed
+/// and stored the same way, not counted as received from a client (nor as
+/// dropped when nobody subscribes).
+pub fn dispatch(ctx: &BrokerCtx, msg: Arc<Message>) -> RouteOutcome {
     if msg.retain {
         ctx.retained.apply(&msg);
     }
@@ -112,9 +123,6 @@ pub fn publish(ctx: &BrokerCtx, msg: Arc<Message>) -> RouteOutcome {
     let mut outcome = ctx.routes.route(&msg, &mut to_store);
     if !to_store.is_empty() {
         store_then_push(ctx, &msg, to_store, &mut outcome);
-    }
-    if outcome.delivered == 0 && outcome.dropped == 0 && outcome.dropped_queue_full == 0 {
-        Counters::inc(&ctx.counters.messages_dropped_no_subscribers);
     }
     Counters::add(
         &ctx.counters.messages_dropped_inbox_full,
