@@ -715,3 +715,61 @@ async fn log_level_is_changed_at_runtime() {
     assert_eq!(status, 501, "{message}");
     b.stop().await;
 }
+
+#[tokio::test]
+async fn restarting_a_session_brings_a_persistent_one_back_from_the_store() {
+    let b = Broker::start().await;
+    let api = Api::of(&b).await;
+    let (mut durable, _) = Raw::connect_with(b.addr, persistent_v5("keeps/state", 600)).await;
+    durable.subscribe(1, "rs/d", QoS::AtLeastOnce).await;
+    let (mut clean, _) = Raw::connect(b.addr, V5, "clean-one", true).await;
+    clean.subscribe(1, "rs/c", QoS::AtLeastOnce).await;
+
+    // The id contains a `/`: everything after `sessions/` is the id.
+    let (status, body) = api
+        .call(
+            "POST",
+            "/api/v1/restart",
+            Some(json!({"path": "sessions/keeps/state"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"path":"sessions/keeps/state","restored":true}"#)
+    );
+    durable.expect_closed().await;
+    let (status, body) = api
+        .call(
+            "POST",
+            "/api/v1/restart",
+            Some(json!({"path": "broker/sessions/clean-one"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            200,
+            r#"{"path":"broker/sessions/clean-one","restored":false}"#
+        )
+    );
+    clean.expect_closed().await;
+    let (status, message) = api
+        .error(
+            "POST",
+            "/api/v1/restart",
+            Some(json!({"path": "sessions/nobody"})),
+        )
+        .await;
+    assert_eq!(status, 404, "{message}");
+
+    // The restarted session kept its subscription (and queues while away);
+    // the clean one is gone.
+    let (mut p, _) = Raw::connect(b.addr, V5, "pub", true).await;
+    p.publish_qos1("rs/d", &b"kept"[..], 1).await;
+    let (mut durable, ack) = Raw::connect_with(b.addr, persistent_v5("keeps/state", 600)).await;
+    assert!(ack.session_present);
+    assert_eq!(&durable.expect_publish().await.payload[..], b"kept");
+    let (_, ack) = Raw::connect(b.addr, V5, "clean-one", false).await;
+    assert!(!ack.session_present);
+    b.stop().await;
+}

@@ -59,6 +59,11 @@ pub enum RegistryMsg {
     Kick(ClientId, RpcReplyPort<bool>),
     /// Close every connection with this reason (node shutdown).
     KickAll(u8),
+    /// `roost ctl restart sessions/<client id>`: stop the client's session
+    /// actor (its connection closes) and start it again from the store if
+    /// the session is persistent; a clean session is not restarted (its
+    /// children are temporary). `None`: no such client; `Some(restored)`.
+    RestartSession(ClientId, RpcReplyPort<Option<bool>>),
 }
 
 pub struct Registry;
@@ -130,6 +135,10 @@ impl Actor for Registry {
                         .cast(SessionMsg::Kick(reason::ADMINISTRATIVE_ACTION))
                 });
                 let _ = reply.send(found.is_some());
+            }
+            RegistryMsg::RestartSession(client, reply) => {
+                let r = st.restart_session(&myself, client).await;
+                let _ = reply.send(r);
             }
             RegistryMsg::KickAll(code) => {
                 for e in st.sessions.values() {
@@ -227,6 +236,49 @@ impl RegistryState {
         }
         if restored + expired > 0 {
             info!(restored, expired, "sessions_restored");
+        }
+    }
+
+    async fn restart_session(
+        &mut self,
+        myself: &ActorRef<RegistryMsg>,
+        client: ClientId,
+    ) -> Option<bool> {
+        let old = self.sessions.get(&client)?.actor.clone();
+        self.forget(&old.get_cell());
+        // Stopped, not ended: no will, and the stored state stays.
+        if let Err(e) = old
+            .stop_and_wait(Some("restart requested".into()), Some(CALL_TIMEOUT))
+            .await
+        {
+            warn!(client_id = %client, error = %e, "session_stop_timeout");
+            old.kill();
+        }
+        if let Some(router) = self.ctx.router() {
+            let c = client.clone();
+            let _ = ractor::call_t!(
+                router,
+                |reply| RouterMsg::RemoveClient {
+                    client: c,
+                    filters: None,
+                    reply: Some(reply),
+                },
+                CALL_TIMEOUT.as_millis() as u64
+            );
+        }
+        let Some(record) = self.stored_record(&client) else {
+            info!(client_id = %client, "session_restarted_clean_ended");
+            return Some(false);
+        };
+        match self.spawn(myself, client.clone(), Some(record)).await {
+            Ok(_) => {
+                info!(client_id = %client, "session_restarted_from_store");
+                Some(true)
+            }
+            Err(e) => {
+                warn!(client_id = %client, error = %e, "session_restore_failed");
+                Some(false)
+            }
         }
     }
 

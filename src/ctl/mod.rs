@@ -193,11 +193,19 @@ pub fn run(args: &CtlArgs) -> Result<String, CtlError> {
             let body = serde_json::json!({ "path": path });
             out.show(
                 client.send_json(false, "/api/v1/restart", &body)?,
-                |r: &Restarted| {
-                    format!(
+                |r: &Restarted| match r.restored {
+                    Some(true) => format!(
+                        "{}: session restarted from the store (its client was disconnected)\n",
+                        r.path
+                    ),
+                    Some(false) => format!(
+                        "{}: clean session stopped (its client was disconnected)\n",
+                        r.path
+                    ),
+                    None => format!(
                         "restart of {} scheduled (watch it with `roost ctl tree`)\n",
                         r.path
-                    )
+                    ),
                 },
             )
         }

@@ -155,10 +155,30 @@ pub async fn restart(State(app): State<AppState>, body: Bytes) -> ApiResult<Rest
         .trim()
         .trim_matches('/')
         .to_owned();
+    // Session actors are the registry's children, not a supervisor's:
+    // `sessions/<client id>` (the id may contain `/`).
+    if let Some(client) = path
+        .strip_prefix("broker/sessions/")
+        .or_else(|| path.strip_prefix("sessions/"))
+    {
+        return match query::restart_session(&app.shared.ctx, client).await? {
+            Some(restored) => {
+                tracing::info!(path = %path, restored, "session_restart_requested");
+                Ok(Json(Restarted {
+                    path: path.clone(),
+                    restored: Some(restored),
+                }))
+            }
+            None => Err(unknown_client(client)),
+        };
+    }
     match roost_actors::supervisor::restart_path(&app.root, &path).await {
         Ok(()) => {
             tracing::info!(path = %path, "subtree_restart_requested");
-            Ok(Json(Restarted { path }))
+            Ok(Json(Restarted {
+                path,
+                restored: None,
+            }))
         }
         Err(SupervisorError::RefusedRoot) => Err(ApiError::bad_request(
             "refusing to restart the root: stop and start the node instead",

@@ -77,6 +77,14 @@ fn registry_down(e: impl std::fmt::Display) -> ApiError {
     ))
 }
 
+/// Restart one client's session actor (see `RegistryMsg::RestartSession`):
+/// `None` when the client has no session, else whether it was restored.
+pub async fn restart_session(ctx: &BrokerCtx, client: &str) -> Result<Option<bool>, ApiError> {
+    let registry = registry(ctx)?;
+    let id = ClientId::new(client.to_owned());
+    ractor::call_t!(registry, RegistryMsg::RestartSession, 15_000, id).map_err(registry_down)
+}
+
 /// Every session that answered, sorted by client id.
 pub async fn sessions(ctx: &BrokerCtx) -> Result<Vec<SessionInfo>, ApiError> {
     let registry = registry(ctx)?;

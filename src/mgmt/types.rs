@@ -162,6 +162,10 @@ pub struct RestartRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Restarted {
     pub path: String,
+    /// For `sessions/<client id>`: whether the session came back from the
+    /// store (persistent) or ended (clean).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored: Option<bool>,
 }
 
 /// `GET` / `PUT /api/v1/log/level`.
