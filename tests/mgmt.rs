@@ -773,3 +773,95 @@ async fn restarting_a_session_brings_a_persistent_one_back_from_the_store() {
     assert!(!ack.session_present);
     b.stop().await;
 }
+
+/// Encoded size of a packet, as our codec writes it (and reads it).
+fn wire_len(p: &Packet, version: ProtocolVersion) -> f64 {
+    let mut buf = bytes::BytesMut::new();
+    roost_protocol::codec::encode(p, version, &mut buf).unwrap();
+    buf.len() as f64
+}
+
+#[tokio::test]
+async fn byte_and_per_qos_publish_counters_are_exact() {
+    let b = Broker::start_with(|c| c.sys_topics.interval = HumanDuration::ZERO).await;
+    let api = Api::of(&b).await;
+    let (mut sent, mut received) = (0.0, 0.0);
+    let connect = common::connect_packet(V5, "sub", true);
+    sent += wire_len(&Packet::Connect(Box::new(connect.clone())), V5);
+    let (mut sub, ack) = Raw::connect_with(b.addr, connect).await;
+    received += wire_len(&Packet::ConnAck(ack), V5);
+    let subscribe = roost_protocol::packet::Subscribe {
+        packet_id: 1,
+        filters: vec![roost_protocol::packet::SubscribeFilter {
+            filter: "q/#".into(),
+            options: common::opts(QoS::ExactlyOnce),
+        }],
+        properties: Default::default(),
+    };
+    sent += wire_len(&Packet::Subscribe(subscribe.clone()), V5);
+    sub.send(Packet::Subscribe(subscribe)).await;
+    received += wire_len(&sub.expect_packet().await, V5);
+
+    let connect = common::connect_packet(V5, "pub", true);
+    sent += wire_len(&Packet::Connect(Box::new(connect.clone())), V5);
+    let (mut p, ack) = Raw::connect_with(b.addr, connect).await;
+    received += wire_len(&Packet::ConnAck(ack), V5);
+    for (qos, id) in [
+        (QoS::AtMostOnce, 0),
+        (QoS::AtLeastOnce, 1),
+        (QoS::ExactlyOnce, 2),
+    ] {
+        let publish = Packet::Publish(common::publish("q/t", &b"x"[..], qos, id));
+        sent += wire_len(&publish, V5);
+        p.send(publish).await;
+        let mut exchange = vec![];
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => exchange.push(p.expect_packet().await),
+            QoS::ExactlyOnce => {
+                exchange.push(p.expect_packet().await); // PUBREC
+                let rel = Packet::PubRel(roost_protocol::packet::Ack::new(id));
+                sent += wire_len(&rel, V5);
+                p.send(rel).await;
+                exchange.push(p.expect_packet().await); // PUBCOMP
+            }
+        }
+        // The subscriber's copy, and its acknowledgements.
+        let m = sub.expect_packet().await;
+        exchange.push(m.clone());
+        let Packet::Publish(m) = m else { panic!() };
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => {
+                let ack = Packet::PubAck(roost_protocol::packet::Ack::new(m.packet_id));
+                sent += wire_len(&ack, V5);
+                sub.send(ack).await;
+            }
+            QoS::ExactlyOnce => {
+                let rec = Packet::PubRec(roost_protocol::packet::Ack::new(m.packet_id));
+                sent += wire_len(&rec, V5);
+                sub.send(rec).await;
+                let rel = sub.expect_packet().await;
+                exchange.push(rel);
+                let comp = Packet::PubComp(roost_protocol::packet::Ack::new(m.packet_id));
+                sent += wire_len(&comp, V5);
+                sub.send(comp).await;
+            }
+        }
+        received += exchange.iter().map(|p| wire_len(p, V5)).sum::<f64>();
+    }
+    sub.expect_nothing(common::QUIET).await;
+
+    let m = api.metrics().await;
+    for q in ["0", "1", "2"] {
+        assert_eq!(
+            m[&format!(r#"roost_publish_received_total{{qos="{q}"}}"#)],
+            1.0
+        );
+        assert_eq!(m[&format!(r#"roost_publish_sent_total{{qos="{q}"}}"#)], 1.0);
+    }
+    assert_eq!(m["roost_messages_delivered_total"], 3.0, "PUBLISH only");
+    assert_eq!(m["roost_bytes_received_total"], sent, "{m:?}");
+    assert_eq!(m["roost_bytes_sent_total"], received, "{m:?}");
+    b.stop().await;
+}

@@ -85,6 +85,13 @@ pub struct Counters {
     pub malformed_packets: AtomicU64,
     /// Writes to the durable store that failed (logged each time).
     pub storage_errors: AtomicU64,
+    /// Bytes read from and written to client sockets.
+    pub bytes_received: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    /// PUBLISH packets received from clients / written to them (resends
+    /// included), by QoS (index 0, 1, 2).
+    pub publish_received: [AtomicU64; 3],
+    pub publish_sent: [AtomicU64; 3],
 }
 
 impl Counters {

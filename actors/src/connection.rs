@@ -46,7 +46,8 @@ const READ_CHUNK: usize = 8 * 1024;
 
 pub enum ConnectionMsg {
     /// Decoded packets from the reader task.
-    Packets(Vec<Packet>, OwnedSemaphorePermit),
+    /// Decoded packets, their size in bytes, and the read permit.
+    Packets(Vec<Packet>, u32, OwnedSemaphorePermit),
     /// The reader stopped: end of stream (None) or a decode error.
     ReadClosed(Option<DecodeError>),
     /// The outbound side flushed and shut the socket down, or failed.
@@ -116,7 +117,7 @@ impl Actor for Connection {
         let span = tracing::debug_span!("conn", conn_id, peer = %args.peer, client_id = tracing::field::Empty, node = %ctx.config.node_name);
         let _ = args.stream.set_nodelay(true);
         let (rd, wr) = args.stream.into_split();
-        let outbound = Outbound::new(ctx.config.outbound_buffer, wr, myself.clone());
+        let outbound = Outbound::new(ctx.config.outbound_buffer, wr, myself.clone(), ctx.clone());
         // Until CONNECT is accepted the silence limit is the handshake
         // timeout; afterwards the keep alive limit (0 = none).
         let idle_limit = Arc::new(IdleLimit {
@@ -162,10 +163,11 @@ impl Actor for Connection {
         st: &mut Self::State,
     ) -> impl std::future::Future<Output = Result<(), ActorProcessingErr>> + Send {
         let span = st.span.clone();
-        let busy = matches!(&msg, ConnectionMsg::Packets(p, _) if p.len() > 1);
+        let busy = matches!(&msg, ConnectionMsg::Packets(p, _, _) if p.len() > 1);
         async move {
             match msg {
-                ConnectionMsg::Packets(packets, _permit) => {
+                ConnectionMsg::Packets(packets, bytes, _permit) => {
+                    Counters::add(&st.ctx.counters.bytes_received, u64::from(bytes));
                     let now = Instant::now();
                     let mut paused = Duration::ZERO;
                     let mut packets = packets.into_iter();
@@ -301,6 +303,7 @@ impl ConnectionState {
             Effect::Publish(m) => {
                 #[cfg(feature = "test-hooks")]
                 crate::test_hooks::maybe_panic_connection(&m.topic);
+                Counters::inc(&self.ctx.counters.publish_received[m.qos as usize]);
                 let outcome = publish(&self.ctx, Arc::new(m));
                 for inbox in outcome.congested {
                     if !self.congested.iter().any(|i| Arc::ptr_eq(i, &inbox)) {
@@ -545,14 +548,19 @@ fn read_loop(
         loop {
             // A block: the batch is not kept across the wait below.
             let full = {
+                let before = buf.len();
                 let (batch, failed) = decode_batch(&mut buf, &mut version, max_packet_size);
+                let bytes = u32::try_from(before - buf.len()).unwrap_or(u32::MAX);
                 let full = batch.len() >= MAX_BATCH;
                 if !batch.is_empty() {
                     last_packet = tokio::time::Instant::now();
                     let Ok(permit) = permits.clone().acquire_owned().await else {
                         return;
                     };
-                    if actor.cast(ConnectionMsg::Packets(batch, permit)).is_err() {
+                    if actor
+                        .cast(ConnectionMsg::Packets(batch, bytes, permit))
+                        .is_err()
+                    {
                         return;
                     }
                 }

@@ -33,6 +33,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::task::AbortHandle;
 
+use crate::broker::{BrokerCtx, Counters};
 use crate::connection::ConnectionMsg;
 
 /// Buffer capacity kept once everything is written (acknowledgements, small
@@ -75,6 +76,8 @@ pub struct Outbound {
     max_packet_size: AtomicU32,
     /// Gets `WriterDone` once the socket is shut down or failed.
     conn: ActorRef<ConnectionMsg>,
+    /// Bytes written to the socket are counted here (`bytes_sent`).
+    ctx: Arc<BrokerCtx>,
 }
 
 impl Outbound {
@@ -82,6 +85,7 @@ impl Outbound {
         limit: usize,
         socket: OwnedWriteHalf,
         conn: ActorRef<ConnectionMsg>,
+        ctx: Arc<BrokerCtx>,
     ) -> Arc<Outbound> {
         Arc::new(Outbound {
             // Empty until the first packet: most connections are idle most
@@ -96,6 +100,7 @@ impl Outbound {
             limit,
             max_packet_size: AtomicU32::new(u32::MAX),
             conn,
+            ctx,
         })
     }
 
@@ -236,6 +241,7 @@ impl Outbound {
                 inner.writer = None;
                 return self.finish(&mut inner, Some(e));
             }
+            Counters::add(&self.ctx.counters.bytes_sent, chunk.len() as u64);
             chunk.clear();
         }
     }

@@ -131,20 +131,20 @@ impl ConnLink {
     /// written [MQTT-3.1.2-24] and leaves no alias behind (the client never
     /// saw its topic); its packet id goes to `unsent`. Returns the number of
     /// packets written.
-    /// Returns (written, QoS 0 messages dropped because the client is
-    /// behind). A QoS 0 message is dropped once the outbound buffer is past
+    /// Returns (PUBLISH packets written by QoS, QoS 0 messages dropped
+    /// because the client is behind). A QoS 0 message is dropped once the outbound buffer is past
     /// half its limit: QoS 0 may be lost, and a slow reader of QoS 0 streams
     /// keeps its connection (QoS 1/2 stay bounded by the inflight window).
     fn write(
         &mut self,
         packets: &mut [Packet],
         unsent: &mut Vec<u16>,
-    ) -> Result<(usize, usize), SendError> {
+    ) -> Result<([u64; 3], u64), SendError> {
         let (version, aliases) = (self.version, &mut self.aliases);
         let max = self.outbound.max_packet_size() as usize;
         let soft = self.outbound.limit() / 2;
         self.outbound.encode_with(|buf| {
-            let (mut written, mut dropped) = (0, 0);
+            let (mut written, mut dropped) = ([0u64; 3], 0);
             for p in packets.iter_mut() {
                 if matches!(p, Packet::Publish(p) if p.qos == QoS::AtMostOnce) && buf.len() > soft {
                     dropped += 1;
@@ -156,7 +156,9 @@ impl ConnLink {
                     _ => None,
                 };
                 if codec::encode(p, version, buf).is_ok() && buf.len() - start <= max {
-                    written += 1;
+                    if let Packet::Publish(p) = p {
+                        written[p.qos as usize] += 1;
+                    }
                     continue;
                 }
                 buf.truncate(start);
@@ -534,12 +536,16 @@ impl SessionActorState {
             let result = link.write(&mut self.out, &mut unsent);
             self.out.clear();
             match result {
-                Ok((n, dropped)) => {
-                    Counters::add(&self.ctx.counters.messages_delivered, n as u64);
+                Ok((written, dropped)) => {
+                    let c = &self.ctx.counters;
+                    for (qos, n) in written.into_iter().enumerate() {
+                        Counters::add(&c.publish_sent[qos], n);
+                    }
+                    Counters::add(&c.messages_delivered, written.iter().sum());
                     if dropped > 0 {
                         Counters::add(
                             &self.ctx.counters.messages_dropped_slow_consumer,
-                            dropped as u64,
+                            dropped,
                         );
                         debug!(client_id = %self.client_id, dropped, "qos0_dropped_slow_consumer");
                     }

@@ -69,6 +69,11 @@ pub struct CounterValues {
     pub connections_accepted: u64,
     pub connections_refused: u64,
     pub connections_force_closed: u64,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    /// PUBLISH packets by QoS 0, 1, 2.
+    pub publish_received: [u64; 3],
+    pub publish_sent: [u64; 3],
 }
 
 impl CounterValues {
@@ -91,6 +96,10 @@ impl CounterValues {
             connections_accepted: g(&c.connections_accepted),
             connections_refused: g(&c.connections_refused),
             connections_force_closed: g(&c.connections_force_closed),
+            bytes_received: g(&c.bytes_received),
+            bytes_sent: g(&c.bytes_sent),
+            publish_received: c.publish_received.each_ref().map(g),
+            publish_sent: c.publish_sent.each_ref().map(g),
         }
     }
 }
@@ -278,6 +287,33 @@ fn register_counters(r: &mut Registry, c: &CounterValues) {
     for (name, help, v) in simple_counters(c) {
         r.register(name, help, ConstCounter::new(v));
     }
+    r.register(
+        "bytes_received",
+        "Bytes of MQTT packets read from clients",
+        ConstCounter::new(c.bytes_received),
+    );
+    r.register(
+        "bytes_sent",
+        "Bytes written to client sockets",
+        ConstCounter::new(c.bytes_sent),
+    );
+    let by_qos = |v: &[u64; 3]| -> Vec<(Labels, u64)> {
+        ["0", "1", "2"]
+            .iter()
+            .zip(v)
+            .map(|(q, n)| (labels(&[("qos", q)]), *n))
+            .collect()
+    };
+    r.register(
+        "publish_received",
+        "PUBLISH packets received from clients, by QoS",
+        counter_family(&by_qos(&c.publish_received)),
+    );
+    r.register(
+        "publish_sent",
+        "PUBLISH packets written to clients (resends included), by QoS",
+        counter_family(&by_qos(&c.publish_sent)),
+    );
     r.register_with_unit(
         "publisher_paused",
         "Total time publishers spent paused for congested subscribers",
