@@ -120,8 +120,17 @@ async fn receive_numbered(c: &mut Raw, n: u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_qos1_to_an_offline_persistent_subscriber_survive_kill_9_in_order() {
+    queued_messages_survive_kill_9(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_storage_sync_too() {
+    queued_messages_survive_kill_9(&[("ROOST_STORAGE__SYNC", "true")]).await;
+}
+
+async fn queued_messages_survive_kill_9(env: &[(&str, &str)]) {
     let site = Site::new();
-    let node = site.start(&[]).await;
+    let node = site.start(env).await;
     assert!(data_dir_exists(&site.data));
     let (mut sub, ack) = Raw::connect_with(site.mqtt, persistent_v5("sub", 3600)).await;
     assert!(!ack.session_present);
@@ -131,7 +140,7 @@ async fn acknowledged_qos1_to_an_offline_persistent_subscriber_survive_kill_9_in
     publish_numbered(site.mqtt, "d/x", 300).await;
     kill9(node);
 
-    let _node = site.start(&[]).await;
+    let _node = site.start(env).await;
     let (mut sub, ack) = Raw::connect_with(site.mqtt, persistent_v5("sub", 3600)).await;
     assert!(ack.session_present, "the session survived");
     receive_numbered(&mut sub, 300).await;
@@ -285,4 +294,44 @@ async fn an_inbound_qos2_message_released_after_kill_9_is_delivered_once() {
     assert_eq!(&m.payload[..], b"once");
     sub.puback(m.packet_id).await;
     sub.expect_nothing(QUIET).await;
+}
+
+#[tokio::test]
+async fn clean_sessions_never_touch_the_store() {
+    let b = common::Broker::start().await;
+    let store = b
+        .node()
+        .ctx()
+        .storage
+        .clone()
+        .expect("the node has a store");
+    let before = store.stats().commits;
+    let (mut sub, _) = Raw::connect(b.addr, ProtocolVersion::V5, "clean-sub", true).await;
+    sub.subscribe_opts(1, "c/#", opts(QoS::ExactlyOnce), None)
+        .await;
+    let (mut p, _) = Raw::connect(b.addr, ProtocolVersion::V311, "clean-pub", true).await;
+    p.publish_qos1("c/1", "one", 1).await;
+    p.send_publish(publish("c/2", "two", QoS::ExactlyOnce, 2))
+        .await;
+    assert!(matches!(p.recv().await, Some(Packet::PubRec(_))));
+    p.pubrel(2).await;
+    assert!(matches!(p.recv().await, Some(Packet::PubComp(_))));
+    let m = sub.expect_publish().await;
+    sub.puback(m.packet_id).await;
+    let m = sub.expect_publish().await;
+    sub.pubrec(m.packet_id).await;
+    assert!(matches!(sub.recv().await, Some(Packet::PubRel(_))));
+    sub.pubcomp(m.packet_id).await;
+    sub.disconnect().await;
+    p.disconnect().await;
+    assert_eq!(
+        store.stats().commits,
+        before,
+        "clean sessions wrote to the store"
+    );
+
+    // A persistent session does write (the check above can fail).
+    let (_c, _) = Raw::connect_with(b.addr, persistent_v5("durable", 60)).await;
+    assert!(store.stats().commits > before);
+    b.stop().await;
 }
