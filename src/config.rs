@@ -50,6 +50,11 @@ pub struct NodeConfig {
     pub name: String,
     /// Directory of the node's persistent state (RocksDB). One node per directory.
     pub data_dir: PathBuf,
+    /// Process RSS above which the memory alarm is raised and new connections are refused;
+    /// 0 = off. A size of this process, not a share of the machine: see default_config.toml.
+    pub memory_high_watermark: ByteSize,
+    /// Time between two reads of the process RSS for the watermark.
+    pub memory_check_interval: HumanDuration,
 }
 
 impl Default for NodeConfig {
@@ -57,6 +62,8 @@ impl Default for NodeConfig {
         Self {
             name: "roost@localhost".to_owned(),
             data_dir: PathBuf::from("./data"),
+            memory_high_watermark: ByteSize::bytes(0),
+            memory_check_interval: HumanDuration::from_secs(1),
         }
     }
 }
@@ -165,6 +172,12 @@ pub struct MqttConfig {
     /// Publisher flow control: the longest a publisher is paused, per read
     /// batch, while a subscriber it delivers to is congested. Zero disables.
     pub max_publish_delay: HumanDuration,
+    /// Overload protection: connections accepted per second by a listener; 0 = unlimited.
+    pub max_connection_rate: u32,
+    /// PUBLISH packets per second per client; 0 = unlimited.
+    pub max_publish_rate: u32,
+    /// PUBLISH bytes per second per client (a size per second); 0 = unlimited.
+    pub max_publish_bytes_rate: ByteSize,
 }
 
 impl Default for MqttConfig {
@@ -194,6 +207,9 @@ impl Default for MqttConfig {
             max_awaiting_rel: 100,
             shutdown_timeout: HumanDuration::from_secs(5),
             max_publish_delay: HumanDuration::from_millis(500),
+            max_connection_rate: 0,
+            max_publish_rate: 0,
+            max_publish_bytes_rate: ByteSize::bytes(0),
         }
     }
 }

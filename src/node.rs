@@ -8,6 +8,7 @@
 //! │   ├── router      route table writer
 //! │   ├── retainer    retained-message upkeep
 //! │   └── sessions    client registry + session actors (temporary)
+//! ├── alarms          memory high watermark (`roost_actors::alarms`)
 //! ├── listeners (one_for_one)
 //! │   └── tcp:default listener + connection actors (temporary)
 //! ├── sys             $SYS topics publisher (`crate::sys`; absent if disabled)
@@ -18,7 +19,9 @@
 //! no client may connect before the durable state is back. `storage` starts
 //! first and stops last. `broker` is rest_for_one: a restarted router starts
 //! with an empty table, so the sessions after it restart too and the table
-//! is rebuilt from live clients. Listeners are independent of each other.
+//! is rebuilt from live clients. `alarms` starts before the listeners, so
+//! the memory alarm is known before the first accept. Listeners are
+//! independent of each other.
 //! `mgmt` starts last, so the API answers only once MQTT is served, and
 //! stops first.
 //!
@@ -32,8 +35,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 use ractor::{Actor, ActorRef};
+use roost_actors::alarms::{Alarms, AlarmsArgs};
 use roost_actors::broker::{BrokerConfig, BrokerCtx};
 use roost_actors::listener::{Listener, ListenerArgs, ListenerMsg};
+use roost_actors::rate_limit::PublishLimits;
 use roost_actors::registry::{Registry, RegistryArgs, RegistryMsg};
 use roost_actors::retainer::{Retainer, RetainerArgs};
 use roost_actors::router::{Router, RouterArgs};
@@ -115,6 +120,10 @@ impl Node {
             children: [
                 Some(storage_spec(storage, storage_slot)),
                 Some(broker_spec(&ctx)),
+                Some(alarms_spec(
+                    &ctx,
+                    config.node.memory_check_interval.as_duration(),
+                )),
                 Some(listeners_spec(&ctx, config.mqtt.listen)),
                 sys_spec(shared.clone(), config.sys_topics.interval.as_duration()),
                 Some(mgmt_spec(shared, config.mgmt.listen, slot.clone())),
@@ -333,6 +342,21 @@ fn broker_spec(ctx: &Arc<BrokerCtx>) -> ChildSpec {
     child_spec_supervisor("broker", args, Restart::Permanent)
 }
 
+/// `alarms`: the memory high watermark (`roost_actors::alarms`). Before the
+/// listeners, so that its first check is done when they start accepting.
+fn alarms_spec(ctx: &Arc<BrokerCtx>, interval: Duration) -> ChildSpec {
+    let ctx = ctx.clone();
+    ChildSpec::for_actor("alarms", move || {
+        (
+            Alarms,
+            AlarmsArgs {
+                ctx: ctx.clone(),
+                interval,
+            },
+        )
+    })
+}
+
 fn listeners_spec(ctx: &Arc<BrokerCtx>, addr: SocketAddr) -> ChildSpec {
     let c = ctx.clone();
     let tcp = ChildSpec::for_actor(DEFAULT_LISTENER, move || {
@@ -434,6 +458,12 @@ pub fn broker_config(cfg: &Config) -> BrokerConfig {
         shutdown_timeout: m.shutdown_timeout.as_duration(),
         max_connections: m.max_connections as usize,
         max_publish_delay: m.max_publish_delay.as_duration(),
+        max_connection_rate: m.max_connection_rate,
+        publish_limits: PublishLimits {
+            messages: m.max_publish_rate,
+            bytes: m.max_publish_bytes_rate.as_u64(),
+        },
+        memory_high_watermark: cfg.node.memory_high_watermark.as_u64(),
     }
 }
 

@@ -11,6 +11,8 @@ use roost_protocol::channel::ChannelConfig;
 use roost_protocol::session::SessionConfig;
 
 use crate::listener::ListenerMsg;
+use crate::overload::Overload;
+use crate::rate_limit::PublishLimits;
 use crate::registry::RegistryMsg;
 use crate::retainer::RetainedStore;
 use crate::router::{RouteOutcome, RouteTable, RouterMsg, ToStore};
@@ -38,6 +40,13 @@ pub struct BrokerConfig {
     /// Longest a publisher is paused, per read batch, while a subscriber
     /// it delivered to is congested (see `Inbox`); zero disables.
     pub max_publish_delay: Duration,
+    /// Connections accepted per second by each listener; 0 = unlimited.
+    pub max_connection_rate: u32,
+    /// Per-client publish rate limits (messages/s, bytes/s); 0 = unlimited.
+    pub publish_limits: PublishLimits,
+    /// Initial process RSS above which new connections are refused; 0 =
+    /// off. Changeable at runtime through `BrokerCtx::overload`.
+    pub memory_high_watermark: u64,
 }
 
 impl Default for BrokerConfig {
@@ -54,6 +63,9 @@ impl Default for BrokerConfig {
             shutdown_timeout: Duration::from_secs(5),
             max_connections: 1_000_000,
             max_publish_delay: Duration::from_millis(500),
+            max_connection_rate: 0,
+            publish_limits: PublishLimits::default(),
+            memory_high_watermark: 0,
         }
     }
 }
@@ -78,7 +90,14 @@ pub struct Counters {
     pub publisher_pauses: AtomicU64,
     pub publisher_paused_us: AtomicU64,
     pub connections_accepted: AtomicU64,
+    /// Refused at `max_connections` (answered or not, see `overload`).
     pub connections_refused: AtomicU64,
+    /// Refused while the memory alarm was raised.
+    pub connections_refused_memory: AtomicU64,
+    /// Accepted connections made to wait for `max_connection_rate`.
+    pub connections_rate_limited: AtomicU64,
+    /// Times a client's socket was left unread for its publish rate limit.
+    pub publish_rate_limited: AtomicU64,
     pub connections_force_closed: AtomicU64,
     pub connection_actor_failures: AtomicU64,
     pub session_actor_failures: AtomicU64,
@@ -237,6 +256,9 @@ pub struct BrokerCtx {
     /// Running listeners by name, each registered by its own `pre_start`.
     pub listeners: RwLock<std::collections::HashMap<String, ActorRef<ListenerMsg>>>,
     pub counters: Counters,
+    /// Memory watermark and alarm (written by the `alarms` actor, read by
+    /// the listeners at every accept).
+    pub overload: Overload,
     /// The node's durable store (issue #3), opened by the node before the
     /// tree starts; `None` runs without persistence (actor unit tests).
     /// Persistent sessions, their queues and retained messages go here;
@@ -259,6 +281,7 @@ impl BrokerCtx {
         storage: Option<roost_storage::Storage>,
     ) -> Arc<BrokerCtx> {
         Arc::new(BrokerCtx {
+            overload: Overload::new(config.memory_high_watermark),
             storage,
             config,
             routes: RouteTable::new(),

@@ -13,7 +13,7 @@
 //! Local-only message type: never serialized, never mirrored to peers.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,9 +28,10 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn, Instrument, Span};
 
-use crate::broker::{publish, BrokerCtx, Counters};
+use crate::broker::{publish, BrokerConfig, BrokerCtx, Counters};
 use crate::inbox::Inbox;
 use crate::outbound::Outbound;
+use crate::rate_limit::{tokio_now, PublishLimiter};
 use crate::registry::{OpenRequest, RegistryMsg};
 use crate::session::{Closed, SessionMsg};
 use crate::AbortOnDrop;
@@ -69,6 +70,27 @@ pub struct ConnectionArgs {
     pub stream: TcpStream,
     pub peer: SocketAddr,
     pub ctx: Arc<BrokerCtx>,
+    /// The listener's count of live connections (admission control).
+    pub live: LiveCount,
+}
+
+/// One live connection in its listener's count, for `max_connections`:
+/// taken when the connection actor's state exists, given back when it is
+/// dropped (a panic too). Only for admission: the `roost_connections`
+/// gauge counts the listener's live children.
+pub struct LiveCount(Arc<AtomicUsize>);
+
+impl LiveCount {
+    pub fn new(count: &Arc<AtomicUsize>) -> LiveCount {
+        count.fetch_add(1, Ordering::AcqRel);
+        LiveCount(count.clone())
+    }
+}
+
+impl Drop for LiveCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 pub struct ConnectionState {
@@ -94,6 +116,7 @@ pub struct ConnectionState {
     /// subscriber, too much to keep for every idle client by default.
     span: Span,
     _reader: AbortOnDrop,
+    _live: LiveCount,
     /// Effect is ~280 B: an idle connection keeps neither vector's
     /// capacity (see `release_idle_buffers`).
     effects: Vec<Effect>,
@@ -129,7 +152,7 @@ impl Actor for Connection {
         let reader = tokio::spawn(read_loop(
             rd,
             myself.clone(),
-            ctx.config.channel.max_packet_size,
+            ctx.clone(),
             idle_limit.clone(),
         ));
         let assign_id = ClientId::new(format!("roost-{:x}-{:x}", ctx.id_seed, conn_id));
@@ -148,6 +171,7 @@ impl Actor for Connection {
             closing: false,
             span,
             _reader: AbortOnDrop(reader),
+            _live: args.live,
             effects: Vec::new(),
             effects_spare: Vec::new(),
             congested: Vec::new(),
@@ -533,11 +557,18 @@ impl Drop for ConnectionState {
 
 /// The reader task. An async block, not an `async fn`: its arguments are
 /// kept once in every connection's reader task, not twice.
+///
+/// It also enforces the client's publish rate (`max_publish_rate`,
+/// `max_publish_bytes_rate`): over it, the reader stops reading for as long
+/// as the rate requires, so TCP slows the client down, as EMQX's limiter
+/// does. Here rather than in the actor, which stays free meanwhile for
+/// kicks, shutdown and its session; and the buckets are 32 bytes of this
+/// task, none when no limit is set.
 #[allow(clippy::manual_async_fn)] // see above
 fn read_loop(
     rd: OwnedReadHalf,
     actor: ActorRef<ConnectionMsg>,
-    max_packet_size: u32,
+    ctx: Arc<BrokerCtx>,
     idle_limit: Arc<IdleLimit>,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     async move {
@@ -545,11 +576,13 @@ fn read_loop(
         let mut buf = BytesMut::new();
         let mut version: Option<ProtocolVersion> = None;
         let mut last_packet = tokio::time::Instant::now();
+        let mut rate = PublishLimiter::new(ctx.config.publish_limits, tokio_now());
         loop {
             // A block: the batch is not kept across the wait below.
-            let full = {
+            let (full, limited) = {
                 let before = buf.len();
-                let (batch, failed) = decode_batch(&mut buf, &mut version, max_packet_size);
+                let (batch, failed, limited) =
+                    decode_batch(&mut buf, &mut version, &ctx.config, rate.as_mut());
                 let bytes = u32::try_from(before - buf.len()).unwrap_or(u32::MAX);
                 let full = batch.len() >= MAX_BATCH;
                 if !batch.is_empty() {
@@ -568,8 +601,16 @@ fn read_loop(
                     let _ = actor.cast(ConnectionMsg::ReadClosed(Some(e)));
                     return;
                 }
-                full
+                (full, limited)
             };
+            if let (true, Some(rate)) = (limited, &rate) {
+                Counters::inc(&ctx.counters.publish_rate_limited);
+                let pause = rate.pause(ctx.config.publish_limits, tokio_now());
+                tokio::time::sleep(pause).await;
+                // The silence was ours, not the client's (keep alive).
+                last_packet = tokio::time::Instant::now();
+                continue;
+            }
             if full {
                 continue;
             }
@@ -616,26 +657,38 @@ impl IdleLimit {
     }
 }
 
-/// Decode every complete packet in `buf` (at most `MAX_BATCH`).
+/// Decode every complete packet in `buf` (at most `MAX_BATCH`). Stops
+/// after a PUBLISH that takes the client over its publish rate, and says so
+/// (a bool, not the pause: it would be kept across the reader's waits).
 fn decode_batch(
     buf: &mut BytesMut,
     version: &mut Option<ProtocolVersion>,
-    max_packet_size: u32,
-) -> (Vec<Packet>, Option<DecodeError>) {
+    config: &BrokerConfig,
+    mut rate: Option<&mut PublishLimiter>,
+) -> (Vec<Packet>, Option<DecodeError>, bool) {
     let mut batch = Vec::new();
     while batch.len() < MAX_BATCH {
-        match codec::decode(buf, *version, max_packet_size) {
+        let before = buf.len();
+        match codec::decode(buf, *version, config.channel.max_packet_size) {
             Ok(Some(p)) => {
                 if let Packet::Connect(c) = &p {
                     *version = Some(c.protocol);
                 }
+                let publish = matches!(p, Packet::Publish(_));
                 batch.push(p);
+                if let (true, Some(rate)) = (publish, rate.as_deref_mut()) {
+                    let size = before - buf.len();
+                    let pause = rate.publish(config.publish_limits, size, tokio_now());
+                    if !pause.is_zero() {
+                        return (batch, None, true);
+                    }
+                }
             }
             Ok(None) => break,
-            Err(e) => return (batch, Some(e)),
+            Err(e) => return (batch, Some(e), false),
         }
     }
-    (batch, None)
+    (batch, None, false)
 }
 
 /// Read more bytes; false at end of stream or on error.

@@ -3,7 +3,8 @@
 //! Purpose: everything that runs: the OTP-style [`supervisor`], the TCP
 //! [`listener`] and its [`connection`] actors, the [`registry`] of client
 //! sessions and the [`session`] actors it supervises, the [`router`] (route
-//! table writer), the [`retainer`] and the [`storage_owner`].
+//! table writer), the [`retainer`], the [`storage_owner`] and the node's
+//! [`alarms`]; overload protection ([`overload`], [`rate_limit`]).
 //!
 //! Must not depend on: RocksDB (only `roost-storage` names it), global
 //! configuration (every actor takes its config by value at spawn, through
@@ -16,6 +17,7 @@
 //! ├── router       route table writer; readers share the table
 //! ├── retainer     retained-message upkeep
 //! └── sessions     client registry + session supervisor (temporary children)
+//! alarms           memory high watermark (new connections refused above it)
 //! listeners (one_for_one)
 //! └── tcp:default  listener; connection actors are its temporary children
 //! ```
@@ -24,11 +26,14 @@
 //! serialized); every queue on the publish path is bounded (reader batches,
 //! session inbox, session queue, outbound buffer) and what it drops is counted.
 
+pub mod alarms;
 pub mod broker;
 pub mod connection;
 pub mod inbox;
 pub mod listener;
 pub mod outbound;
+pub mod overload;
+pub mod rate_limit;
 pub mod registry;
 pub mod retainer;
 pub mod router;

@@ -3,12 +3,17 @@
 //! connection that ends or crashes is never restarted; its client
 //! reconnects).
 //!
+//! Overload protection at accept: the accept rate (`max_connection_rate`),
+//! `max_connections` and the memory alarm; refused sockets are answered by
+//! [`crate::overload::Refusals`], never by a connection actor.
+//!
 //! A crash of one connection is counted and logged here and touches nothing
 //! else. A crash of the listener itself stops its connections (ractor stops
 //! linked children with their parent) and its supervisor restarts it, bound
 //! to the same address.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +23,9 @@ use tokio::net::TcpListener;
 use tracing::{info, warn, Instrument};
 
 use crate::broker::{BrokerCtx, Counters};
-use crate::connection::{Connection, ConnectionArgs, ConnectionMsg};
+use crate::connection::{Connection, ConnectionArgs, ConnectionMsg, LiveCount};
+use crate::overload::{Refusal, Refusals};
+use crate::rate_limit::{tokio_now, AcceptLimiter};
 use crate::AbortOnDrop;
 
 pub struct Listener;
@@ -119,7 +126,19 @@ impl Actor for Listener {
     }
 }
 
+/// Accepts, paces and admits connections. Over the accept rate
+/// (`max_connection_rate`) the accepted socket waits before it is served,
+/// and the ones behind it wait in the kernel's backlog; over
+/// `max_connections`, or while the memory alarm is raised, it is refused
+/// with a CONNACK (see [`crate::overload`]) and gets no connection actor.
 async fn accept_loop(socket: TcpListener, listener: ActorRef<ListenerMsg>, ctx: Arc<BrokerCtx>) {
+    let mut rate = AcceptLimiter::new(ctx.config.max_connection_rate, tokio_now());
+    let mut refusals = Refusals::new(ctx.config.handshake_timeout);
+    // Logged once per episode, not per refused connection.
+    let mut at_max = false;
+    // Live connections of this listener: an O(1) check per accept, where
+    // counting the actor's children copies them all.
+    let live = Arc::new(AtomicUsize::new(0));
     loop {
         let (stream, peer) = match socket.accept().await {
             Ok(s) => s,
@@ -131,16 +150,34 @@ async fn accept_loop(socket: TcpListener, listener: ActorRef<ListenerMsg>, ctx: 
             }
         };
         Counters::inc(&ctx.counters.connections_accepted);
-        if listener.get_children().len() >= ctx.config.max_connections {
-            Counters::inc(&ctx.counters.connections_refused);
-            warn!(%peer, "max_connections_reached");
-            drop(stream);
+        let wait = rate.admit(tokio_now());
+        if !wait.is_zero() {
+            Counters::inc(&ctx.counters.connections_rate_limited);
+            tokio::time::sleep(wait).await;
+        }
+        let full = live.load(Ordering::Acquire) >= ctx.config.max_connections;
+        if full && !at_max {
+            warn!(
+                max_connections = ctx.config.max_connections,
+                "max_connections_reached"
+            );
+        }
+        at_max = full;
+        let refusal = if ctx.overload.memory_alarm() {
+            Some(Refusal::Memory)
+        } else {
+            full.then_some(Refusal::MaxConnections)
+        };
+        if let Some(why) = refusal {
+            refusals.refuse(stream, peer, why, &ctx.counters);
             continue;
         }
         let args = ConnectionArgs {
             stream,
             peer,
             ctx: ctx.clone(),
+            // Counted before the actor runs: the next accept sees it.
+            live: LiveCount::new(&live),
         };
         if let Err(e) = Actor::spawn_linked(None, Connection, args, listener.get_cell()).await {
             warn!(%peer, error = %e, "connection_spawn_failed");

@@ -543,10 +543,7 @@ impl SessionActorState {
                     }
                     Counters::add(&c.messages_delivered, written.iter().sum());
                     if dropped > 0 {
-                        Counters::add(
-                            &self.ctx.counters.messages_dropped_slow_consumer,
-                            dropped,
-                        );
+                        Counters::add(&self.ctx.counters.messages_dropped_slow_consumer, dropped);
                         debug!(client_id = %self.client_id, dropped, "qos0_dropped_slow_consumer");
                     }
                 }

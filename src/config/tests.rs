@@ -309,6 +309,60 @@ fn storage_keys_are_read_from_the_file_and_the_environment() {
 }
 
 #[test]
+fn overload_keys_are_read_with_their_units_and_off_by_default() {
+    let d = Config::default();
+    assert_eq!(d.node.memory_high_watermark, ByteSize::bytes(0));
+    assert_eq!(d.node.memory_check_interval, HumanDuration::from_secs(1));
+    assert_eq!(
+        (d.mqtt.max_connection_rate, d.mqtt.max_publish_rate),
+        (0, 0)
+    );
+    assert_eq!(d.mqtt.max_publish_bytes_rate, ByteSize::bytes(0));
+    let cfg = parse(
+        "[node]\nmemory_high_watermark = \"6GiB\"\nmemory_check_interval = \"500ms\"\n\
+         [mqtt]\nmax_connection_rate = 1000\nmax_publish_rate = 100\nmax_publish_bytes_rate = \"1MB\"\n",
+    )
+    .expect("valid");
+    assert_eq!(cfg.node.memory_high_watermark.as_u64(), 6 << 30);
+    assert_eq!(
+        cfg.node.memory_check_interval.as_duration(),
+        Duration::from_millis(500)
+    );
+    assert_eq!(cfg.mqtt.max_connection_rate, 1000);
+    assert_eq!(cfg.mqtt.max_publish_rate, 100);
+    assert_eq!(cfg.mqtt.max_publish_bytes_rate.as_u64(), 1_000_000);
+    let vars = env(&[
+        ("ROOST_NODE__MEMORY_HIGH_WATERMARK", "512MiB"),
+        ("ROOST_MQTT__MAX_PUBLISH_RATE", "5"),
+    ]);
+    let cfg = load(None, &vars).expect("valid overrides");
+    assert_eq!(cfg.node.memory_high_watermark.as_u64(), 512 << 20);
+    assert_eq!(cfg.mqtt.max_publish_rate, 5);
+}
+
+#[test]
+fn overload_keys_are_checked() {
+    let errors = problems(
+        "[node]\nmemory_check_interval = \"0s\"\nmemory_high_watermark = \"lots\"\n\
+         [mqtt]\nmax_publish_rate = -1\nmax_connection_rate = 1.5\n",
+    );
+    let found: Vec<(&str, ProblemKind)> =
+        errors.0.iter().map(|p| (p.path.as_str(), p.kind)).collect();
+    for want in [
+        ("node.memory_high_watermark", ProblemKind::Type),
+        ("mqtt.max_publish_rate", ProblemKind::Type),
+        ("mqtt.max_connection_rate", ProblemKind::Type),
+    ] {
+        assert!(found.contains(&want), "{want:?} not in {errors}");
+    }
+    let errors = problems("[node]\nmemory_check_interval = \"0s\"\n");
+    let p = errors
+        .find("node.memory_check_interval")
+        .expect("problem reported");
+    assert_eq!(p.kind, ProblemKind::Invalid);
+}
+
+#[test]
 fn the_same_key_set_twice_by_env_is_an_error() {
     let vars = env(&[("ROOST_MQTT__MAX_QOS", "1"), ("roost_mqtt__max_qos", "2")]);
     let errors = load(None, &vars).expect_err("ambiguous overrides");

@@ -24,6 +24,12 @@ pub(super) fn node(node: &NodeConfig, out: &mut Vec<ConfigProblem>) {
     if node.data_dir.as_os_str().is_empty() {
         out.push(ConfigProblem::invalid("node.data_dir", "must not be empty"));
     }
+    if node.memory_check_interval.is_zero() {
+        out.push(ConfigProblem::invalid(
+            "node.memory_check_interval",
+            "must be greater than 0s (set node.memory_high_watermark = 0 to turn the check off)",
+        ));
+    }
 }
 
 fn check_node_name(name: &str) -> Result<(), &'static str> {

@@ -47,6 +47,10 @@ pub struct Snapshot {
     pub storage: Option<StorageStats>,
     /// Retained-message commits that failed.
     pub retained_write_errors: u64,
+    /// The memory alarm (`node.memory_high_watermark`), and the watermark
+    /// in bytes (0 = off).
+    pub memory_alarm: bool,
+    pub memory_high_watermark: u64,
 }
 
 /// A copy of the broker's [`Counters`].
@@ -67,7 +71,11 @@ pub struct CounterValues {
     pub publisher_pauses: u64,
     pub publisher_paused_us: u64,
     pub connections_accepted: u64,
+    /// Refused at `mqtt.max_connections`.
     pub connections_refused: u64,
+    pub connections_refused_memory: u64,
+    pub connections_rate_limited: u64,
+    pub publish_rate_limited: u64,
     pub connections_force_closed: u64,
     pub bytes_received: u64,
     pub bytes_sent: u64,
@@ -95,6 +103,9 @@ impl CounterValues {
             publisher_paused_us: g(&c.publisher_paused_us),
             connections_accepted: g(&c.connections_accepted),
             connections_refused: g(&c.connections_refused),
+            connections_refused_memory: g(&c.connections_refused_memory),
+            connections_rate_limited: g(&c.connections_rate_limited),
+            publish_rate_limited: g(&c.publish_rate_limited),
             connections_force_closed: g(&c.connections_force_closed),
             bytes_received: g(&c.bytes_received),
             bytes_sent: g(&c.bytes_sent),
@@ -134,6 +145,8 @@ pub async fn snapshot(app: &AppState) -> Snapshot {
         rss_bytes: process_rss_bytes(),
         storage: query::storage_stats(&app.shared.storage, STORAGE_CALL_MS).await,
         retained_write_errors: ctx.retained.write_errors(),
+        memory_alarm: ctx.overload.memory_alarm(),
+        memory_high_watermark: ctx.overload.memory_high_watermark(),
     }
 }
 
@@ -240,10 +253,21 @@ fn register_gauges(r: &mut Registry, s: &Snapshot) {
             gauge(rss),
         );
     }
+    r.register(
+        "memory_alarm",
+        "1 while the process RSS is above node.memory_high_watermark (new connections are refused), else 0",
+        gauge(u64::from(s.memory_alarm)),
+    );
+    r.register_with_unit(
+        "memory_high_watermark",
+        "node.memory_high_watermark in bytes (0 = off)",
+        Unit::Bytes,
+        gauge(s.memory_high_watermark),
+    );
 }
 
 /// Unlabelled counters: (name, help, value).
-fn simple_counters(c: &CounterValues) -> [(&'static str, &'static str, u64); 7] {
+fn simple_counters(c: &CounterValues) -> [(&'static str, &'static str, u64); 8] {
     [
         (
             "messages_received",
@@ -271,9 +295,14 @@ fn simple_counters(c: &CounterValues) -> [(&'static str, &'static str, u64); 7] 
             c.connections_accepted,
         ),
         (
-            "connections_refused",
-            "TCP connections refused (mqtt.max_connections reached)",
-            c.connections_refused,
+            "connections_rate_limited",
+            "Accepted connections made to wait for mqtt.max_connection_rate",
+            c.connections_rate_limited,
+        ),
+        (
+            "publish_rate_limited",
+            "Times a client's socket was left unread for its publish rate limit",
+            c.publish_rate_limited,
         ),
         (
             "connections_force_closed",
@@ -338,6 +367,21 @@ fn register_counters(r: &mut Registry, c: &CounterValues) {
         "Messages dropped, by reason",
         counter_family(&dropped),
     );
+    let refused = [
+        (
+            labels(&[("reason", "max_connections")]),
+            c.connections_refused,
+        ),
+        (
+            labels(&[("reason", "memory")]),
+            c.connections_refused_memory,
+        ),
+    ];
+    r.register(
+        "connections_refused",
+        "Connections refused with a CONNACK (or closed unanswered past 64 refusals at once), by reason",
+        counter_family(&refused),
+    );
     let failures = [
         (labels(&[("kind", "connection")]), c.connection_failures),
         (labels(&[("kind", "session")]), c.session_failures),
@@ -377,29 +421,11 @@ fn register_storage(r: &mut Registry, s: &Snapshot) {
 }
 
 /// VmRSS from `/proc/self/status`, in bytes (Linux only).
-pub fn process_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    parse_vm_rss(&status)
-}
-
-fn parse_vm_rss(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
+pub use roost_actors::alarms::process_rss_bytes;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn vm_rss_is_read_in_bytes() {
-        let status = "Name:\troost\nVmPeak:\t  100 kB\nVmRSS:\t    2048 kB\nThreads:\t4\n";
-        assert_eq!(parse_vm_rss(status), Some(2048 * 1024));
-        assert_eq!(parse_vm_rss("Name: x\n"), None);
-        #[cfg(target_os = "linux")]
-        assert!(process_rss_bytes().is_some_and(|b| b > 0));
-    }
 
     #[test]
     fn every_metric_is_prefixed_and_typed() {
@@ -418,9 +444,13 @@ mod tests {
                 ..StorageStats::default()
             }),
             retained_write_errors: 2,
+            memory_alarm: true,
+            memory_high_watermark: 1000,
             counters: CounterValues {
                 received: 7,
                 dropped_inbox_full: 2,
+                connections_refused: 3,
+                publish_rate_limited: 4,
                 ..CounterValues::default()
             },
             ..Snapshot::default()
@@ -443,6 +473,12 @@ mod tests {
             "roost_storage_corrupt_records_total 1",
             "roost_storage_write_errors_total{kind=\"retained\"} 2",
             "roost_storage_write_errors_total{kind=\"session\"} 0",
+            "roost_connections_refused_total{reason=\"max_connections\"} 3",
+            "roost_connections_refused_total{reason=\"memory\"} 0",
+            "roost_connections_rate_limited_total 0",
+            "roost_publish_rate_limited_total 4",
+            "roost_memory_alarm 1",
+            "roost_memory_high_watermark_bytes 1000",
             "# EOF",
         ] {
             assert!(
