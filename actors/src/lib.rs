@@ -4,7 +4,9 @@
 //! [`listener`] and its [`connection`] actors, the [`registry`] of client
 //! sessions and the [`session`] actors it supervises, the [`router`] (route
 //! table writer), the [`retainer`], the [`storage_owner`] and the node's
-//! [`alarms`]; overload protection ([`overload`], [`rate_limit`]).
+//! [`alarms`]; overload protection ([`overload`], [`rate_limit`]); the
+//! [`overflow`] mailbox (bounded memory, spill to the store in order) that
+//! bridges (issue #6) and cross-node forwarding will use.
 //!
 //! Must not depend on: RocksDB (only `roost-storage` names it), global
 //! configuration (every actor takes its config by value at spawn, through
@@ -32,6 +34,7 @@ pub mod connection;
 pub mod inbox;
 pub mod listener;
 pub mod outbound;
+pub mod overflow;
 pub mod overload;
 pub mod rate_limit;
 pub mod registry;

@@ -6,15 +6,17 @@
 //! order, and a reader paging a queue never sees seq N+1 before seq N.
 
 use std::collections::{HashMap, HashSet};
-use std::ops::Range;
+use std::ops::{Range, RangeInclusive};
 
 use roost_protocol::ClientId;
 
 use crate::engine::Op;
 use crate::error::{Result, StorageError};
+use crate::fifo::{FifoOp, FifoPlan, FifoRemoval};
 use crate::keys::{self, ColumnFamily};
 use crate::record::{
-    encode, AwaitingRel, InflightState, QueueMeta, QueuedMessage, SessionRecord, StoredMessage,
+    encode, AwaitingRel, FifoItem, FifoMeta, InflightState, QueueMeta, QueuedMessage,
+    SessionRecord, StoredMessage,
 };
 use crate::storage::{Registry, Storage};
 
@@ -42,6 +44,8 @@ pub(crate) enum BatchOp {
     SetAwaitingRel(String, Option<Vec<u8>>),
     PutRetained(String, Vec<u8>),
     DeleteRetained(String),
+    /// A named FIFO queue (`fifo.rs`).
+    Fifo(FifoOp),
 }
 
 /// What [`Storage::commit`] did with each append of the batch.
@@ -54,10 +58,16 @@ pub enum AppendOutcome {
     NoSession,
 }
 
-/// The result of a commit: one outcome per append, in the order added.
+/// The result of a commit: one outcome per append, per FIFO push and per
+/// FIFO removal, each in the order added.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CommitReceipt {
     pub appends: Vec<(ClientId, AppendOutcome)>,
+    /// Queue name and the seqs its items got ([`Batch::queue_push`]).
+    pub queue_pushes: Vec<(String, Range<u64>)>,
+    /// Queue name and what was removed ([`Batch::queue_remove`],
+    /// [`Batch::queue_remove_through`], [`Batch::queue_drop_oldest`]).
+    pub queue_removals: Vec<(String, FifoRemoval)>,
 }
 
 impl CommitReceipt {
@@ -193,6 +203,49 @@ impl Batch {
         self
     }
 
+    /// Push items to the end of the named FIFO queue (`bridge_queues`),
+    /// creating it if needed. Their seqs are in the receipt's
+    /// `queue_pushes`. A name longer than 65,535 bytes fails the commit
+    /// ([`StorageError::QueueName`]).
+    pub fn queue_push(&mut self, name: &str, items: &[FifoItem]) -> &mut Batch {
+        let values = items
+            .iter()
+            .map(|i| (self.encoded("fifo item", i), i.payload.len() as u64))
+            .collect();
+        self.fifo(FifoOp::Push(name.to_string(), values))
+    }
+
+    /// Remove every entry of the queue with a seq in `seqs` (one range
+    /// delete): entries dropped while older ones wait for an
+    /// acknowledgement. What was removed is in `queue_removals`.
+    pub fn queue_remove(&mut self, name: &str, seqs: RangeInclusive<u64>) -> &mut Batch {
+        self.fifo(FifoOp::Remove(name.to_string(), seqs))
+    }
+
+    /// Remove every entry up to and including `seq`: they were
+    /// acknowledged.
+    pub fn queue_remove_through(&mut self, name: &str, seq: u64) -> &mut Batch {
+        self.queue_remove(name, 0..=seq)
+    }
+
+    /// Remove the oldest entries with a seq of at least `from_seq`, in
+    /// order, until at least `min_bytes` payload bytes are freed (or none
+    /// is left): a byte cap that drops the oldest. What was removed (how
+    /// many, how many bytes, through which seq) is in `queue_removals`.
+    pub fn queue_drop_oldest(&mut self, name: &str, from_seq: u64, min_bytes: u64) -> &mut Batch {
+        self.fifo(FifoOp::DropOldest(name.to_string(), from_seq, min_bytes))
+    }
+
+    /// Delete the whole queue, meta included: its next push gets seq 1.
+    pub fn queue_clear(&mut self, name: &str) -> &mut Batch {
+        self.fifo(FifoOp::Clear(name.to_string()))
+    }
+
+    fn fifo(&mut self, op: FifoOp) -> &mut Batch {
+        self.ops.push(BatchOp::Fifo(op));
+        self
+    }
+
     pub(crate) fn into_parts(self) -> Result<(Vec<BatchOp>, Option<bool>)> {
         match self.error {
             Some(e) => Err(e),
@@ -204,6 +257,14 @@ impl Batch {
 /// What a client's session looks like to a commit in progress: `None` = no
 /// session record; `Some(None)` = session stored, queue meta not loaded yet.
 type Slot = Option<Option<QueueMeta>>;
+
+/// What [`Plan::finish`] returns.
+pub(crate) type Finished = (
+    Vec<Op>,
+    CommitReceipt,
+    HashMap<String, Slot>,
+    Vec<(String, FifoMeta)>,
+);
 
 /// The engine operations of one batch, and the registry changes to apply
 /// once they are written. Tracks the batch's own effects so that operations
@@ -220,6 +281,7 @@ pub(crate) struct Plan<'a> {
     cleared: HashSet<String>,
     ops: Vec<Op>,
     receipt: CommitReceipt,
+    fifo: FifoPlan,
 }
 
 impl<'a> Plan<'a> {
@@ -234,6 +296,7 @@ impl<'a> Plan<'a> {
             cleared: HashSet::new(),
             ops: Vec::new(),
             receipt: CommitReceipt::default(),
+            fifo: FifoPlan::default(),
         }
     }
 
@@ -312,6 +375,7 @@ impl<'a> Plan<'a> {
                 self.ops
                     .push(Op::Delete(ColumnFamily::Retained, topic.into_bytes()));
             }
+            BatchOp::Fifo(op) => return self.fifo.add(self.storage, self.registry, op),
         }
         Ok(())
     }
@@ -398,8 +462,9 @@ impl<'a> Plan<'a> {
     }
 
     /// The engine operations to write (queue metas last), the receipt, and
-    /// the registry slots to apply after the write succeeded.
-    pub(crate) fn finish(mut self) -> Result<(Vec<Op>, CommitReceipt, HashMap<String, Slot>)> {
+    /// the registry slots and FIFO metas to apply after the write succeeded.
+    pub(crate) fn finish(mut self) -> Result<Finished> {
+        let fifos = self.fifo.finish(&mut self.ops, &mut self.receipt)?;
         for client in &self.dirty {
             if let Some(&Some(Some(meta))) = self.slots.get(client) {
                 let value = encode("queue meta", &meta)?;
@@ -408,6 +473,6 @@ impl<'a> Plan<'a> {
                     .push(Op::Put(ColumnFamily::SessionMsgs, key, value));
             }
         }
-        Ok((self.ops, self.receipt, self.slots))
+        Ok((self.ops, self.receipt, self.slots, fifos))
     }
 }

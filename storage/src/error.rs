@@ -76,6 +76,10 @@ pub enum StorageError {
         source: EngineError,
     },
 
+    /// A FIFO queue name longer than a key can hold (65,535 bytes).
+    #[error("queue name is {len} bytes long, at most 65535 are allowed")]
+    QueueName { len: usize },
+
     /// A record could not be encoded (not expected for our record types).
     #[error("cannot encode {what}")]
     Encode {

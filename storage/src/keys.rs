@@ -10,7 +10,8 @@
 //! | `session_msgs`  | `queue(c)` ++ `u64::MAX BE` ++ `0x02`        | `AwaitingRel`         |
 //! | `retained`      | topic (UTF-8)                               | `StoredMessage`       |
 //! | `cluster`       | (reserved for membership, evacuation state) |                       |
-//! | `bridge_queues` | (reserved for bridge overflow mailboxes)    |                       |
+//! | `bridge_queues` | `fifo(q)` = `len(q) u16 BE` ++ `q`           | `FifoMeta`            |
+//! | `bridge_queues` | `fifo(q)` ++ `seq u64 BE`                    | `FifoItem`            |
 //!
 //! The length prefix makes `queue(c)` prefix-free: every key that starts with
 //! it belongs to client `c`, so one range is one session's queue, and
@@ -19,6 +20,13 @@
 //! inbound QoS 2 state of the session (packet ids awaiting PUBREL) sits at
 //! the end of the queue's range (seq `u64::MAX` is never assigned), so it
 //! goes with the queue when the session is deleted.
+//!
+//! `bridge_queues` holds named FIFO queues (`fifo.rs`: the overflow
+//! mailboxes of bridges, later of cross-node forwarding). The same length
+//! prefix makes `fifo(q)` prefix-free, so one range is one queue; the meta
+//! record sorts first (the bare prefix) and the entries follow in seq order.
+//! A queue name is at most 65,535 bytes (longer ones are refused, never
+//! truncated: two long names must not share a queue).
 
 /// The column families. `Default` holds the store marker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -112,6 +120,38 @@ pub(crate) fn queue_end(prefix: &[u8]) -> Vec<u8> {
     end.extend_from_slice(prefix);
     end.extend_from_slice(&[u8::MAX; 10]);
     end
+}
+
+/// `len(q) u16 BE ++ q`: the FIFO queue prefix and the key of its
+/// `FifoMeta`; `None` when the name is longer than 65,535 bytes.
+pub(crate) fn fifo_prefix(name: &str) -> Option<Vec<u8>> {
+    let bytes = name.as_bytes();
+    let len = u16::try_from(bytes.len()).ok()?;
+    let mut key = Vec::with_capacity(2 + bytes.len() + 8);
+    key.extend_from_slice(&len.to_be_bytes());
+    key.extend_from_slice(bytes);
+    Some(key)
+}
+
+/// The key of entry `seq` of the FIFO queue with this prefix.
+pub(crate) fn fifo_key(prefix: &[u8], seq: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(prefix.len() + 8);
+    key.extend_from_slice(prefix);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// The seq of a FIFO entry key (`None`: the meta key); an error for a key
+/// that is neither.
+pub(crate) fn parse_fifo_key(prefix: &[u8], key: &[u8]) -> Result<Option<u64>, &'static str> {
+    match key.strip_prefix(prefix) {
+        None => Err("key outside its queue's range"),
+        Some([]) => Ok(None),
+        Some(&[s0, s1, s2, s3, s4, s5, s6, s7]) => {
+            Ok(Some(u64::from_be_bytes([s0, s1, s2, s3, s4, s5, s6, s7])))
+        }
+        Some(_) => Err("fifo key suffix is not a seq (8 bytes)"),
+    }
 }
 
 /// What a key inside one queue's range is.

@@ -35,6 +35,11 @@
 //! - A queue never outlives its session: [`Batch::delete_session`] deletes
 //!   the queue in the same atomic write, and an append to a client with no
 //!   stored session is refused ([`AppendOutcome::NoSession`]).
+//! - A FIFO queue (`bridge_queues`) is ordered by seq (assigned at commit,
+//!   consecutive, from 1); its meta (`next_seq`, `first_seq`, `len`,
+//!   `bytes` = the sum of payload lengths) is written in the same batch as
+//!   every change to it, so [`Storage::queue_stats`] always matches the
+//!   entries.
 //! - A [`Batch`] is atomic: after a crash all of its writes are there or
 //!   none is. With `sync = false` (the default) a committed batch survives a
 //!   `kill -9` of the process (it is in the write-ahead log), not
@@ -65,11 +70,18 @@
 //!   (that is what orders seqs), so batch writes rather than committing one
 //!   message at a time, especially with `sync = true`.
 //! - Clean sessions never touch the store.
+//! - Overflow mailboxes (bridges) keep named FIFO queues in
+//!   `bridge_queues` (`fifo.rs`): [`Batch::queue_push`],
+//!   [`Storage::queue_page`], [`Batch::queue_remove_through`] once the
+//!   downstream acknowledged, [`Batch::queue_drop_oldest`] for a byte cap,
+//!   [`Storage::queue_stats`], [`Batch::queue_clear`]. Only the queue's
+//!   owner writes it (the mailbox, under its own lock).
 
 mod batch;
 mod convert;
 mod engine;
 mod error;
+mod fifo;
 mod keys;
 mod quarantine;
 mod reads;
@@ -83,10 +95,11 @@ mod tests;
 
 pub use batch::{AppendOutcome, Batch, CommitReceipt};
 pub use error::{BoxError, EngineError, RecordError, Result, StorageError};
+pub use fifo::{FifoEntry, FifoPage, FifoRemoval, FifoStats};
 pub use keys::ColumnFamily;
 pub use reads::{Page, QueueEntry};
 pub use record::{
-    DeliveryRecord, ForwardedProperties, InflightStage, InflightState, QueuedMessage,
+    DeliveryRecord, FifoItem, ForwardedProperties, InflightStage, InflightState, QueuedMessage,
     SessionRecord, StoredMessage, StoredProtocol, StoredQos, StoredRetainHandling,
     StoredSubscription, StoredSubscriptionOptions, StoredWill, FORMAT_V1, SUPPORTED_FORMAT,
 };

@@ -194,6 +194,41 @@ impl QueueMeta {
     };
 }
 
+/// One entry of a named FIFO queue (`bridge_queues`, [`crate::Batch::queue_push`]):
+/// opaque bytes, encoded by the queue's owner, and when they were queued.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct FifoItem {
+    /// Wall clock (ms since the Unix epoch) when the entry was queued, for a
+    /// time to live that keeps running across restarts.
+    pub enqueued_at_ms: u64,
+    /// The owner's encoding of the entry. Its length is what the queue's
+    /// byte count adds up.
+    pub payload: Bytes,
+}
+
+/// Per-FIFO-queue bookkeeping, stored next to the queue (its bare prefix)
+/// and written in the same batch as every change to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub(crate) struct FifoMeta {
+    /// The seq the next pushed entry gets (seqs start at 1).
+    pub next_seq: u64,
+    /// The seq of the oldest entry; `next_seq` when the queue is empty.
+    pub first_seq: u64,
+    /// Entries in the queue.
+    pub len: u64,
+    /// Sum of their payload lengths.
+    pub bytes: u64,
+}
+
+impl FifoMeta {
+    pub(crate) const EMPTY: FifoMeta = FifoMeta {
+        next_seq: 1,
+        first_seq: 1,
+        len: 0,
+        bytes: 0,
+    };
+}
+
 /// The store-level marker, under [`crate::keys::MARKER_KEY`] in the default
 /// column family. Its format byte is the store's format.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,7 +14,7 @@ use crate::engine::{Engine, MemoryEngine, Op, RocksEngine};
 use crate::error::{RecordError, Result, StorageError};
 use crate::keys::{self, ColumnFamily};
 use crate::record::{
-    decode, encode, InflightState, QueueMeta, QueuedMessage, SessionRecord, StoreMarker,
+    decode, encode, FifoMeta, InflightState, QueueMeta, QueuedMessage, SessionRecord, StoreMarker,
     StoredMessage, SUPPORTED_FORMAT,
 };
 
@@ -57,6 +57,8 @@ pub struct StorageStats {
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     sessions: HashMap<String, Option<QueueMeta>>,
+    /// The metas of the FIFO queues touched since open.
+    pub(crate) fifos: HashMap<String, FifoMeta>,
 }
 
 impl Registry {
@@ -222,6 +224,11 @@ impl Storage {
         Ok(())
     }
 
+    /// The commit lock and what it guards.
+    pub(crate) fn registry(&self) -> &Mutex<Registry> {
+        &self.inner.registry
+    }
+
     pub(crate) fn engine(&self) -> &Engine {
         &self.inner.engine
     }
@@ -261,8 +268,9 @@ impl Storage {
         for op in ops {
             plan.add(op)?;
         }
-        let (ops, receipt, slots) = plan.finish()?;
+        let (ops, receipt, slots, fifos) = plan.finish()?;
         self.inner.engine.write(ops, sync)?;
+        registry.fifos.extend(fifos);
         for (client, slot) in slots {
             match slot {
                 Some(meta) => registry.sessions.insert(client, meta),
@@ -362,6 +370,12 @@ impl Storage {
         for meta in self.inner.registry.lock().sessions.values_mut() {
             *meta = None;
         }
+    }
+
+    /// Drop every cached FIFO meta, as a reopen would (tests only).
+    #[cfg(test)]
+    pub(crate) fn forget_fifo_metas(&self) {
+        self.inner.registry.lock().fifos.clear();
     }
 
     /// Decode a stored value; a corrupt one is reported and gives `None`, a

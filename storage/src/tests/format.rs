@@ -5,8 +5,10 @@ use proptest::prelude::*;
 
 use super::{full_message, full_session, queued};
 use crate::error::RecordError;
-use crate::record::{decode, encode, QueueMeta, StoreMarker};
-use crate::{InflightStage, InflightState, QueuedMessage, SessionRecord, StoredMessage, FORMAT_V1};
+use crate::record::{decode, encode, FifoMeta, QueueMeta, StoreMarker};
+use crate::{
+    FifoItem, InflightStage, InflightState, QueuedMessage, SessionRecord, StoredMessage, FORMAT_V1,
+};
 
 fn round_trip<T>(record: &T)
 where
@@ -34,9 +36,23 @@ fn every_record_type_round_trips() {
         next_seq: u64::MAX,
         len: 3,
     });
+    round_trip(&fifo_item());
+    round_trip(&FifoMeta {
+        next_seq: u64::MAX,
+        first_seq: 7,
+        len: 3,
+        bytes: 1 << 40,
+    });
     round_trip(&StoreMarker {
         created_by: "roost 0.1.0".into(),
     });
+}
+
+fn fifo_item() -> FifoItem {
+    FifoItem {
+        enqueued_at_ms: 1_700_000_123_456,
+        payload: bytes::Bytes::from_static(b"\x00opaque\xff"),
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -71,6 +87,16 @@ fn format_v1_bytes_are_frozen() {
     )
     .unwrap();
     assert_eq!(hex(&meta), "010502");
+    let item = encode("fifo item", &fifo_item()).unwrap();
+    assert_eq!(hex(&item), "01c0949dffbc3108006f7061717565ff");
+    let fifo_meta = FifoMeta {
+        next_seq: 300,
+        first_seq: 5,
+        len: 2,
+        bytes: 70_000,
+    };
+    let fifo_meta = encode("fifo meta", &fifo_meta).unwrap();
+    assert_eq!(hex(&fifo_meta), "01ac020502f0a204");
 }
 
 const SESSION_V1: &str = concat!(
@@ -113,6 +139,8 @@ proptest! {
         let _ = decode::<StoredMessage>(&bytes);
         let _ = decode::<InflightState>(&bytes);
         let _ = decode::<QueueMeta>(&bytes);
+        let _ = decode::<FifoItem>(&bytes);
+        let _ = decode::<FifoMeta>(&bytes);
     }
 
     #[test]

@@ -2,11 +2,13 @@
 //! runs once against RocksDB and once in memory); `rocks.rs` covers what
 //! only a data dir has (reopen, lock, corrupt dir, format marker);
 //! `model.rs` checks a queue against a `VecDeque` model with proptest;
-//! `format.rs` pins the on-disk bytes.
+//! `format.rs` pins the on-disk bytes; `fifo.rs` has the same three kinds
+//! of tests for the FIFO queues of `bridge_queues`.
 //!
 //! Every RocksDB test uses its own fresh dir under `std::env::temp_dir()`
 //! and removes it.
 
+mod fifo;
 mod format;
 mod model;
 mod rocks;
