@@ -51,6 +51,10 @@ pub struct ConnectOptions {
     /// A publisher that writes as fast as TCP allows queues up to this much
     /// in its own kernel buffer, on top of what the broker buffers.
     pub send_buffer: Option<u32>,
+    /// 5.0 Session Expiry Interval, seconds (`None`: absent, the session
+    /// ends with the connection). Ignored by 3.1.1, where a persistent
+    /// session is `clean_start: false`.
+    pub session_expiry: Option<u32>,
 }
 
 /// A connected client: CONNACK received with a success code.
@@ -60,6 +64,8 @@ pub struct Client {
     /// The broker's Receive Maximum (5.0 CONNACK): QoS 1 publishes it
     /// accepts unacknowledged. [MQTT-3.3.4-7]
     pub receive_maximum: Option<u16>,
+    /// The CONNACK's Session Present flag: the broker resumed a session.
+    pub session_present: bool,
 }
 
 impl Client {
@@ -74,6 +80,7 @@ impl Client {
             reader: PacketReader::new(rd, opts.version),
             writer: PacketWriter::new(wr, opts.version),
             receive_maximum: None,
+            session_present: false,
         };
         client
             .writer
@@ -85,6 +92,7 @@ impl Client {
         match connack {
             Some(Packet::ConnAck(ack)) if ack.code == 0 => {
                 client.receive_maximum = ack.properties.receive_maximum;
+                client.session_present = ack.session_present;
                 Ok(client)
             }
             Some(Packet::ConnAck(ack)) => bail!("CONNECT refused with code {:#04x}", ack.code),
@@ -169,7 +177,10 @@ fn connect_packet(opts: &ConnectOptions) -> Connect {
         will: None,
         username: None,
         password: None,
-        properties: ConnectProperties::default(),
+        properties: ConnectProperties {
+            session_expiry_interval: opts.session_expiry,
+            ..ConnectProperties::default()
+        },
     }
 }
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use roost_chaos::bench::backlog::{self, BacklogConfig};
 use roost_chaos::bench::{self, BenchConfig, Scenario};
 use roost_protocol::packet::{ProtocolVersion, QoS};
 
@@ -81,6 +82,61 @@ enum ScenarioCmd {
         #[command(flatten)]
         common: Common,
     },
+    /// An offline persistent session's backlog: publish it, measure broker
+    /// RSS and data dir size, reconnect, drain and check every message.
+    Backlog(BacklogArgs),
+}
+
+#[derive(Args)]
+struct BacklogArgs {
+    /// Backlog size in payload bytes: 100MB, 1GB (powers of 1000), 1GiB
+    /// (powers of 1024), or a number of bytes.
+    #[arg(long, value_parser = parse_size, required_unless_present = "messages", conflicts_with = "messages")]
+    bytes: Option<u64>,
+    /// Backlog size in messages (instead of --bytes).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    messages: Option<u64>,
+    /// Payload bytes of each message (at least 20: publisher id, sequence, timestamp).
+    #[arg(long, default_value_t = 1024)]
+    payload: usize,
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    publishers: u16,
+    /// Unacknowledged QoS 1 messages per publisher.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u16).range(1..=60_000))]
+    window: u16,
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(4..=5))]
+    mqtt_version: u8,
+    /// The subscriber's Session Expiry Interval, seconds (MQTT 5).
+    #[arg(long, default_value_t = 3600)]
+    session_expiry: u32,
+    /// The broker's data dir: its size is reported.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    #[arg(long, default_value_t = 1883)]
+    port: u16,
+    /// Broker process id: adds its RSS (sampled every 100 ms) to the report.
+    #[arg(long)]
+    broker_pid: Option<u32>,
+    /// Bound on each TCP connect, CONNACK and SUBACK wait.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    connect_timeout: Duration,
+    /// Longest wait for a PUBACK, or for the next message of the drain.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    ack_timeout: Duration,
+    /// Bound on the whole run.
+    #[arg(long, default_value = "60m", value_parser = parse_duration)]
+    time_limit: Duration,
+    /// Pause after publishing and after draining, before reading RSS.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    settle: Duration,
+    /// Free text copied into the report, e.g. the broker's name.
+    #[arg(long)]
+    label: Option<String>,
+    /// Print the report as one JSON line on stdout (summary on stderr).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -119,6 +175,35 @@ struct Common {
     json: bool,
 }
 
+/// `100MB`, `1GB` (powers of 1000), `64KiB`, `1GiB` (powers of 1024), or a
+/// bare number of bytes. Case does not matter; a trailing `B` is optional.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let units: [(&str, u64); 7] = [
+        ("ki", 1 << 10),
+        ("mi", 1 << 20),
+        ("gi", 1 << 30),
+        ("k", 1_000),
+        ("m", 1_000_000),
+        ("g", 1_000_000_000),
+        ("", 1),
+    ];
+    let (number, scale) = units
+        .iter()
+        .find_map(|&(u, scale)| t.strip_suffix(u).map(|n| (n, scale)))
+        .unwrap_or((t, 1));
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a size: {s:?}"))?;
+    let bytes = value * scale as f64;
+    if !(1.0..1e18).contains(&bytes) {
+        return Err(format!("not a size: {s:?}"));
+    }
+    Ok(bytes.round() as u64)
+}
+
 /// `10s`, `500ms`, `2m`, or a bare number of seconds.
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -155,6 +240,7 @@ fn main() -> ExitCode {
 
 fn run_bench(cmd: ScenarioCmd) -> Result<()> {
     let (scenario, common) = match cmd {
+        ScenarioCmd::Backlog(args) => return run_backlog(args),
         ScenarioCmd::FanIn { publishers, common } => (Scenario::FanIn { publishers }, common),
         ScenarioCmd::FanOut {
             subscribers,
@@ -184,6 +270,63 @@ fn run_bench(cmd: ScenarioCmd) -> Result<()> {
         print!("{}", report.human());
     }
     Ok(())
+}
+
+fn backlog_config(a: BacklogArgs) -> BacklogConfig {
+    let messages = match (a.messages, a.bytes) {
+        (Some(n), _) => n,
+        (None, Some(bytes)) => backlog::messages_for_bytes(bytes, a.payload),
+        (None, None) => 1,
+    };
+    BacklogConfig {
+        host: a.host,
+        port: a.port,
+        broker_pid: a.broker_pid,
+        data_dir: a.data_dir,
+        messages,
+        payload: a.payload,
+        publishers: usize::from(a.publishers),
+        window: usize::from(a.window),
+        version: if a.mqtt_version == 5 {
+            ProtocolVersion::V5
+        } else {
+            ProtocolVersion::V311
+        },
+        session_expiry: a.session_expiry,
+        connect_timeout: a.connect_timeout,
+        ack_timeout: a.ack_timeout,
+        time_limit: a.time_limit,
+        settle: a.settle,
+        sample_every: Duration::from_millis(100),
+        progress: true,
+        label: a.label,
+    }
+}
+
+/// Runs `bench backlog`: prints the report, fails on any failure in it.
+fn run_backlog(args: BacklogArgs) -> Result<()> {
+    let json = args.json;
+    let cfg = backlog_config(args);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    let report = runtime.block_on(backlog::run(&cfg));
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    let report = report?;
+    if json {
+        eprint!("{}", report.human());
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.human());
+    }
+    match report.failures.first() {
+        None => Ok(()),
+        Some(first) => bail!(
+            "backlog: FAILED ({} problems; first: {first})",
+            report.failures.len()
+        ),
+    }
 }
 
 fn validate(scenario: &Scenario) -> Result<()> {
@@ -249,6 +392,45 @@ mod tests {
         assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn sizes_parse_with_decimal_and_binary_units() {
+        assert_eq!(parse_size("1GB"), Ok(1_000_000_000));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("100mb"), Ok(100_000_000));
+        assert_eq!(parse_size("64KiB"), Ok(65_536));
+        assert_eq!(parse_size("1.5k"), Ok(1_500));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("-1GB").is_err());
+    }
+
+    #[test]
+    fn backlog_takes_bytes_or_messages() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["roost-chaos", "bench", "backlog"];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all)
+        };
+        let Ok(Cli {
+            command:
+                Command::Bench {
+                    scenario: ScenarioCmd::Backlog(a),
+                },
+        }) = parse(&["--bytes", "1GiB", "--payload", "1024", "--port", "19300"])
+        else {
+            panic!("backlog should parse");
+        };
+        let cfg = backlog_config(a);
+        assert_eq!(
+            (cfg.messages, cfg.port, cfg.publishers),
+            (1 << 20, 19300, 2)
+        );
+        assert!(parse(&["--messages", "10", "--bytes", "1GB"]).is_err());
+        assert!(parse(&["--payload", "1024"]).is_err(), "a size is required");
+        assert!(parse(&["--messages", "10"]).is_ok());
     }
 
     #[test]

@@ -6,12 +6,17 @@
 //! measures over the requested duration, drains, closes its connections and
 //! returns a [`Report`].
 //!
+//! `backlog` ([`backlog`]) is sized by volume, not time: an offline
+//! persistent session's queue is filled, measured and drained, with its own
+//! config, report and time limit; it does not go through [`run`].
+//!
 //! Invariants:
 //! - a run never outlives its hard deadline (warm-up + duration + 30 s):
 //!   every wait on the broker has its own timeout, and [`run`] wraps the
 //!   whole scenario in one more;
 //! - counts are exact (see [`track`]); rates cover the measurement window only.
 
+pub mod backlog;
 pub mod flow;
 pub mod idle;
 pub mod load;
@@ -78,6 +83,7 @@ impl BenchConfig {
             clean_start: true,
             timeout: self.connect_timeout,
             send_buffer: None,
+            session_expiry: None,
         }
     }
 }
