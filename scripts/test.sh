@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/roost/target}"
 mkdir -p "$CARGO_TARGET_DIR"
 
-./scripts/setup.sh
+ROOST_SETUP_TESTS=1 ./scripts/setup.sh
 
 limit="${ROOST_TEST_TIMEOUT:-3000}"
 echo "== cargo test --workspace (limit ${limit}s, target ${CARGO_TARGET_DIR})"

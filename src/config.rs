@@ -39,6 +39,9 @@ pub struct Config {
     pub mgmt: MgmtConfig,
     pub storage: StorageConfig,
     pub sys_topics: SysTopicsConfig,
+    /// `[[bridges]]`: none by default.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub bridges: Vec<BridgeConfig>,
 }
 
 /// `[node]`: identity and local storage.
@@ -214,6 +217,87 @@ impl Default for MqttConfig {
     }
 }
 
+/// `[[bridges]]`: one bridge (issue #6). Only `kind = "mqtt"` (egress) exists;
+/// see default_config.toml for every key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BridgeConfig {
+    /// Unique; the actor's path is `bridges/<name>`.
+    pub name: String,
+    /// A string rather than an enum, so an unknown kind is a problem named by its path.
+    pub kind: String,
+    /// `host:port`, resolved again on every connect attempt.
+    pub remote: String,
+    /// Empty: `roost-bridge-<name>`.
+    pub client_id: String,
+    pub clean_start: bool,
+    /// MQTT 5 Session Expiry Interval of the remote session (whole seconds).
+    pub session_expiry: HumanDuration,
+    /// "3.1.1" or "5".
+    pub protocol: String,
+    /// Empty: none.
+    pub username: String,
+    pub password: String,
+    pub keep_alive: HumanDuration,
+    pub local_topics: Vec<String>,
+    pub remote_prefix: String,
+    pub qos: u8,
+    pub max_inflight: u16,
+    pub connect_timeout: HumanDuration,
+    pub reconnect_min: HumanDuration,
+    pub reconnect_max: HumanDuration,
+    pub buffer: BridgeBufferConfig,
+}
+
+impl Default for BridgeConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            kind: "mqtt".to_owned(),
+            remote: String::new(),
+            client_id: String::new(),
+            clean_start: true,
+            session_expiry: HumanDuration::ZERO,
+            protocol: "5".to_owned(),
+            username: String::new(),
+            password: String::new(),
+            keep_alive: HumanDuration::from_secs(60),
+            local_topics: Vec::new(),
+            remote_prefix: String::new(),
+            qos: 1,
+            max_inflight: 32,
+            connect_timeout: HumanDuration::from_secs(10),
+            reconnect_min: HumanDuration::from_secs(1),
+            reconnect_max: HumanDuration::from_secs(30),
+            buffer: BridgeBufferConfig::default(),
+        }
+    }
+}
+
+/// `[bridges.buffer]`: the bridge's overflow mailbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BridgeBufferConfig {
+    /// "durable", "volatile_offload" or "memory".
+    pub mode: String,
+    pub memory_bytes: ByteSize,
+    pub max_bytes: ByteSize,
+    /// Messages older than this when their turn comes are dropped; absent: never.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_ttl: Option<HumanDuration>,
+}
+
+impl Default for BridgeBufferConfig {
+    fn default() -> Self {
+        Self {
+            mode: "durable".to_owned(),
+            memory_bytes: ByteSize::bytes(16 << 20),
+            max_bytes: ByteSize::bytes(1 << 30),
+            request_ttl: None,
+        }
+    }
+}
+
 impl Config {
     /// Semantic checks the types cannot express (ranges, consistency between keys).
     /// Returns every problem found; empty means valid.
@@ -224,6 +308,7 @@ impl Config {
         validate::mqtt_limits(&self.mqtt, &mut problems);
         validate::mqtt_timers(&self.mqtt, &mut problems);
         validate::mgmt(&self.mgmt, &mut problems);
+        validate::bridges(&self.bridges, &mut problems);
         problems
     }
 }

@@ -8,6 +8,8 @@
 //! │   ├── router      route table writer
 //! │   ├── retainer    retained-message upkeep
 //! │   └── sessions    client registry + session actors (temporary)
+//! ├── bridges (one_for_one)
+//! │   └── <name>      one bridge actor per [[bridges]] (`roost_actors::bridge`)
 //! ├── alarms          memory high watermark (`roost_actors::alarms`)
 //! ├── listeners (one_for_one)
 //! │   └── tcp:default listener + connection actors (temporary)
@@ -19,7 +21,10 @@
 //! no client may connect before the durable state is back. `storage` starts
 //! first and stops last. `broker` is rest_for_one: a restarted router starts
 //! with an empty table, so the sessions after it restart too and the table
-//! is rebuilt from live clients. `alarms` starts before the listeners, so
+//! is rebuilt from live clients. `bridges` starts after `broker` (its
+//! actors attach their route sinks to the table) and before the listeners,
+//! so a bridged message published by the first client is already queued;
+//! each bridge restarts on its own. `alarms` starts before the listeners, so
 //! the memory alarm is known before the first accept. Listeners are
 //! independent of each other.
 //! `mgmt` starts last, so the API answers only once MQTT is served, and
@@ -36,8 +41,10 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context};
 use ractor::{Actor, ActorRef};
 use roost_actors::alarms::{Alarms, AlarmsArgs};
+use roost_actors::bridge::{Bridge, BridgeArgs, BridgeHandle};
 use roost_actors::broker::{BrokerConfig, BrokerCtx};
 use roost_actors::listener::{Listener, ListenerArgs, ListenerMsg};
+use roost_actors::overflow::{OverflowConfig, OverflowMode};
 use roost_actors::rate_limit::PublishLimits;
 use roost_actors::registry::{Registry, RegistryArgs, RegistryMsg};
 use roost_actors::retainer::{Retainer, RetainerArgs};
@@ -48,7 +55,7 @@ use roost_actors::supervisor::{
     SupervisorArgs, SupervisorMsg, TreeNode,
 };
 use roost_protocol::channel::ChannelConfig;
-use roost_protocol::packet::{reason, QoS};
+use roost_protocol::packet::{reason, ProtocolVersion, QoS};
 use roost_protocol::session::SessionConfig;
 use roost_storage::{Storage, StorageError, StorageOptions};
 use tracing::{info, warn};
@@ -120,6 +127,7 @@ impl Node {
             children: [
                 Some(storage_spec(storage, storage_slot)),
                 Some(broker_spec(&ctx)),
+                Some(bridges_spec(&ctx, &config)),
                 Some(alarms_spec(
                     &ctx,
                     config.node.memory_check_interval.as_duration(),
@@ -340,6 +348,81 @@ fn broker_spec(ctx: &Arc<BrokerCtx>) -> ChildSpec {
         children: children.clone(),
     };
     child_spec_supervisor("broker", args, Restart::Permanent)
+}
+
+/// `bridges`: one bridge actor per configured bridge, each restarted on its
+/// own. Their handles (and so their mailboxes) are registered here, once per
+/// node start, and outlive the actors' restarts.
+fn bridges_spec(ctx: &Arc<BrokerCtx>, config: &Config) -> ChildSpec {
+    let children: Vec<ChildSpec> = config
+        .bridges
+        .iter()
+        .map(|b| {
+            let handle = BridgeHandle::new(bridge_config(b));
+            ctx.bridges.insert(handle.clone());
+            let ctx = ctx.clone();
+            ChildSpec::for_actor(b.name.clone(), move || {
+                (
+                    Bridge,
+                    BridgeArgs {
+                        handle: handle.clone(),
+                        ctx: ctx.clone(),
+                    },
+                )
+            })
+        })
+        .collect();
+    let args = move || SupervisorArgs {
+        path: String::new(),
+        strategy: Strategy::OneForOne,
+        intensity: Intensity {
+            max_restarts: 10,
+            period: Duration::from_secs(10),
+        },
+        children: children.clone(),
+    };
+    child_spec_supervisor("bridges", args, Restart::Permanent)
+}
+
+/// A bridge's config as its actor takes it (validated by `Config::validate`).
+pub fn bridge_config(b: &crate::config::BridgeConfig) -> roost_actors::bridge::BridgeConfig {
+    let buf = &b.buffer;
+    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    roost_actors::bridge::BridgeConfig {
+        name: b.name.clone(),
+        remote: b.remote.clone(),
+        client_id: non_empty(&b.client_id).unwrap_or_else(|| format!("roost-bridge-{}", b.name)),
+        clean_start: b.clean_start,
+        session_expiry: u32::try_from(b.session_expiry.as_duration().as_secs()).unwrap_or(u32::MAX),
+        protocol: match b.protocol.as_str() {
+            "3.1.1" => ProtocolVersion::V311,
+            _ => ProtocolVersion::V5,
+        },
+        username: non_empty(&b.username),
+        password: non_empty(&b.password),
+        keep_alive: b.keep_alive.as_duration(),
+        local_topics: b.local_topics.clone(),
+        remote_prefix: b.remote_prefix.clone(),
+        qos: if b.qos == 0 {
+            QoS::AtMostOnce
+        } else {
+            QoS::AtLeastOnce
+        },
+        max_inflight: b.max_inflight,
+        connect_timeout: b.connect_timeout.as_duration(),
+        reconnect_min: b.reconnect_min.as_duration(),
+        reconnect_max: b.reconnect_max.as_duration(),
+        buffer: OverflowConfig {
+            mode: match buf.mode.as_str() {
+                "memory" => OverflowMode::Memory,
+                "volatile_offload" => OverflowMode::VolatileOffload,
+                _ => OverflowMode::Durable,
+            },
+            memory_bytes: buf.memory_bytes.as_u64(),
+            max_bytes: buf.max_bytes.as_u64(),
+            request_ttl: buf.request_ttl.map(|t| t.as_duration()),
+        },
+    }
 }
 
 /// `alarms`: the memory high watermark (`roost_actors::alarms`). Before the

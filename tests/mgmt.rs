@@ -341,7 +341,15 @@ async fn restart_through_the_api_shows_in_the_tree_and_metrics() {
         (tree.name.as_str(), top),
         (
             "roost",
-            vec!["storage", "broker", "alarms", "listeners", "sys", "mgmt"]
+            vec![
+                "storage",
+                "broker",
+                "bridges",
+                "alarms",
+                "listeners",
+                "sys",
+                "mgmt"
+            ]
         )
     );
 

@@ -18,6 +18,7 @@ async fn tree_has_the_documented_paths() {
         "broker/router",
         "broker/retainer",
         "broker/sessions",
+        "bridges",
         "alarms",
         "listeners",
         "listeners/tcp:default",

@@ -264,6 +264,9 @@ pub struct BrokerCtx {
     /// Persistent sessions, their queues and retained messages go here;
     /// clean sessions never touch it.
     pub storage: Option<roost_storage::Storage>,
+    /// Every configured bridge (issue #6), filled at node start; a bridge's
+    /// handle outlives its actor's restarts.
+    pub bridges: crate::bridge::Bridges,
     /// Random per node start, so assigned client ids do not repeat across
     /// restarts.
     pub id_seed: u64,
@@ -290,6 +293,7 @@ impl BrokerCtx {
             registry: Arc::new(RwLock::new(None)),
             listeners: RwLock::new(std::collections::HashMap::new()),
             counters: Counters::default(),
+            bridges: crate::bridge::Bridges::default(),
             id_seed,
             next_conn_id: AtomicU64::new(1),
         })

@@ -6,7 +6,7 @@
 //! table writer), the [`retainer`], the [`storage_owner`] and the node's
 //! [`alarms`]; overload protection ([`overload`], [`rate_limit`]); the
 //! [`overflow`] mailbox (bounded memory, spill to the store in order) that
-//! bridges (issue #6) and cross-node forwarding will use.
+//! the [`bridge`] actors (issue #6) use and cross-node forwarding will.
 //!
 //! Must not depend on: RocksDB (only `roost-storage` names it), global
 //! configuration (every actor takes its config by value at spawn, through
@@ -19,6 +19,8 @@
 //! ├── router       route table writer; readers share the table
 //! ├── retainer     retained-message upkeep
 //! └── sessions     client registry + session supervisor (temporary children)
+//! bridges (one_for_one)
+//! └── <name>       one bridge actor per configured bridge (MQTT egress)
 //! alarms           memory high watermark (new connections refused above it)
 //! listeners (one_for_one)
 //! └── tcp:default  listener; connection actors are its temporary children
@@ -29,6 +31,7 @@
 //! session inbox, session queue, outbound buffer) and what it drops is counted.
 
 pub mod alarms;
+pub mod bridge;
 pub mod broker;
 pub mod connection;
 pub mod inbox;

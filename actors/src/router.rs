@@ -16,6 +16,15 @@
 //!   [MQTT-3.3.1-12/13];
 //! - each shared group `$share/g/f` gets one copy, to one member, chosen
 //!   round robin [MQTT-4.8.2].
+//!
+//! Besides sessions, a route can target a [`RouteSink`]: a node-local
+//! consumer that is not a client (a bridge's overflow mailbox, issue #6).
+//! Sinks live in a table of their own: they are not subscriptions (the
+//! counts and listings here are sessions' only), they are written directly
+//! by their owner rather than through the router actor (they are never
+//! replicated to peers), and a router restart keeps them (their owner is not
+//! under `broker` and would not subscribe again). Each matching sink gets one
+//! copy per message however many of its filters match.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -38,6 +47,13 @@ pub struct RouteEntry {
     pub inbox: Arc<Inbox>,
 }
 
+/// A node-local consumer of routed messages that is not a session (a
+/// bridge's mailbox). `offer` runs inline on the publisher's actor for every
+/// matching message: it must not wait for its consumer.
+pub trait RouteSink: Send + Sync {
+    fn offer(&self, msg: &Arc<Message>);
+}
+
 /// Shared-subscription member key: (group, client).
 type SharedKey = (ByteString, ClientId);
 
@@ -48,10 +64,13 @@ struct Tables {
 }
 
 /// The route table: shared by every connection (readers) and the router
-/// actor (the only writer).
+/// actor (the only writer of session routes).
 #[derive(Default)]
 pub struct RouteTable {
     tables: RwLock<Tables>,
+    /// Sink routes, keyed by sink name (see the module doc). Not cleared
+    /// with the session routes.
+    sinks: RwLock<SubscriptionTrie<ByteString, Arc<dyn RouteSink>>>,
     round_robin: AtomicUsize,
 }
 
@@ -159,7 +178,60 @@ impl RouteTable {
             self.route_merged(msg, &hits, &mut out, to_store);
         }
         self.route_shared(&t, msg, &mut out, to_store);
+        drop(t);
+        self.route_sinks(msg, &mut out);
         out
+    }
+
+    /// One copy to each matching sink. Allocation-free unless two distinct
+    /// sinks match the same message.
+    fn route_sinks(&self, msg: &Arc<Message>, out: &mut RouteOutcome) {
+        let sinks = self.sinks.read();
+        if sinks.is_empty() {
+            return;
+        }
+        let mut first: Option<(&ByteString, &Arc<dyn RouteSink>)> = None;
+        let mut more: Vec<(&ByteString, &Arc<dyn RouteSink>)> = Vec::new();
+        sinks.for_each_match(&msg.topic, |_, name, sink| {
+            let seen = |(n, _): &(&ByteString, _)| *n == name;
+            if first.as_ref().is_some_and(seen) || more.iter().any(seen) {
+                return;
+            }
+            if first.is_none() {
+                first = Some((name, sink));
+            } else {
+                more.push((name, sink));
+            }
+        });
+        for (_, sink) in first.into_iter().chain(more) {
+            sink.offer(msg);
+            out.delivered += 1;
+        }
+    }
+
+    /// Route messages matching any of `filters` to `sink` (replacing the
+    /// routes of a sink of the same name).
+    pub fn attach_sink(&self, name: &str, filters: &[String], sink: Arc<dyn RouteSink>) {
+        let key = ByteString::from(name);
+        let mut sinks = self.sinks.write();
+        remove_sink_routes(&mut sinks, &key);
+        for f in filters {
+            sinks.insert(f, key.clone(), sink.clone());
+        }
+    }
+
+    /// Remove every route of the sink `name`.
+    pub fn detach_sink(&self, name: &str) {
+        remove_sink_routes(&mut self.sinks.write(), &ByteString::from(name));
+    }
+
+    /// Filters routed to sinks: (filter, sink name).
+    pub fn list_sinks(&self) -> Vec<(String, String)> {
+        self.sinks
+            .read()
+            .iter()
+            .map(|(f, k, _)| (f.to_string(), k.to_string()))
+            .collect()
     }
 
     /// Several filters matched: one copy per client, merged. [MQTT-3.3.4-2]
@@ -294,6 +366,20 @@ impl RouteOutcome {
         if inbox.congested() && !self.congested.iter().any(|i| Arc::ptr_eq(i, inbox)) {
             self.congested.push(inbox.clone());
         }
+    }
+}
+
+fn remove_sink_routes(
+    sinks: &mut SubscriptionTrie<ByteString, Arc<dyn RouteSink>>,
+    key: &ByteString,
+) {
+    let old: Vec<String> = sinks
+        .iter()
+        .filter(|(_, k, _)| *k == key)
+        .map(|(f, _, _)| f.to_string())
+        .collect();
+    for f in old {
+        sinks.remove(&f, key);
     }
 }
 

@@ -313,6 +313,11 @@ fn problem_from_de_error(leaf: &Leaf, message: &str) -> ConfigProblem {
     let Some(name) = unknown else {
         return ConfigProblem::new(leaf.dotted(), ProblemKind::Type, friendlier(message));
     };
+    if leaf.value.is_array() && !leaf.path.iter().any(|k| k == name) {
+        // A key inside an array of tables (`[[bridges]]`): serde does not say which one.
+        let text = format!("unknown key `{name}` in a [[{}]] table", leaf.dotted());
+        return ConfigProblem::new(leaf.dotted(), ProblemKind::UnknownKey, text);
+    }
     let depth = leaf
         .path
         .iter()
@@ -401,9 +406,10 @@ fn origin_of(leaves: &[Leaf], path: &str) -> (Option<Origin>, Option<usize>) {
         .iter()
         .find(|l| l.dotted() == path)
         .or_else(|| {
-            leaves
-                .iter()
-                .find(|l| path.starts_with(&format!("{}.", l.dotted())))
+            leaves.iter().find(|l| {
+                let d = l.dotted();
+                path.starts_with(&format!("{d}.")) || path.starts_with(&format!("{d}["))
+            })
         })
         .map_or((None, None), |l| (Some(l.origin.clone()), l.line))
 }

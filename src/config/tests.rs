@@ -411,3 +411,101 @@ pub(crate) fn write_temp(test: &str, text: &str) -> PathBuf {
     std::fs::write(&path, text).expect("temp dir is writable");
     path
 }
+
+/// The commented `[[bridges]]` example of default_config.toml, uncommented.
+fn bridge_example() -> String {
+    let start = DEFAULT_CONFIG
+        .find("# [[bridges]]")
+        .expect("example present");
+    DEFAULT_CONFIG[start..]
+        .lines()
+        .filter_map(|l| l.strip_prefix("# ").or(l.strip_prefix("#")))
+        .filter(|l| !l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_documented_bridge_example_is_valid() {
+    let cfg = parse(&bridge_example()).expect("the example is valid");
+    let b = &cfg.bridges[0];
+    assert_eq!(b.name, "to-cloud");
+    assert_eq!(b.local_topics, vec!["sensors/#".to_string()]);
+    assert_eq!(b.buffer.max_bytes, ByteSize::bytes(1 << 30));
+    assert_eq!(b.buffer.request_ttl, None);
+}
+
+#[test]
+fn a_config_with_bridges_reads_back_equal() {
+    let mut cfg = parse(&bridge_example()).unwrap();
+    cfg.bridges[0].buffer.request_ttl = Some(HumanDuration::from_secs(60));
+    let text = toml::to_string(&cfg).expect("Config serializes");
+    assert_eq!(parse(&text), Ok(cfg));
+}
+
+#[test]
+fn bad_bridges_are_all_reported_by_path() {
+    let text = r#"
+[[bridges]]
+name = "a/b"
+kind = "kafka"
+remote = "mqtt://cloud"
+protocol = "4"
+local_topics = ["a/+b", "$share/g/x"]
+remote_prefix = "x/#"
+qos = 2
+reconnect_min = "10s"
+reconnect_max = "1s"
+[bridges.buffer]
+mode = "disk"
+memory_bytes = "2MB"
+max_bytes = "1MB"
+
+[[bridges]]
+name = "ok"
+remote = "[::1]:1883"
+local_topics = ["t/#"]
+[bridges.buffer]
+max_bytes = 0
+"#;
+    let errors = problems(text);
+    for path in [
+        "bridges[0].name",
+        "bridges[0].kind",
+        "bridges[0].remote",
+        "bridges[0].protocol",
+        "bridges[0].local_topics",
+        "bridges[0].remote_prefix",
+        "bridges[0].qos",
+        "bridges[0].reconnect_max",
+        "bridges[0].buffer.mode",
+        "bridges[0].buffer.memory_bytes",
+        "bridges[1].buffer.max_bytes",
+    ] {
+        let p = errors
+            .find(path)
+            .unwrap_or_else(|| panic!("{path} not reported in {errors}"));
+        assert_eq!(p.kind, ProblemKind::Invalid, "{path}");
+    }
+    let kind = errors.find("bridges[0].kind").unwrap();
+    assert!(kind.message.contains("unknown kind \"kafka\""), "{kind}");
+    let topics: Vec<_> = errors
+        .0
+        .iter()
+        .filter(|p| p.path == "bridges[0].local_topics")
+        .collect();
+    assert_eq!(topics.len(), 2, "{errors}");
+}
+
+#[test]
+fn bridge_names_must_be_unique_and_keys_known() {
+    let dup = "[[bridges]]\nname = \"x\"\nremote = \"h:1\"\nlocal_topics = [\"a\"]\n\
+               [[bridges]]\nname = \"x\"\nremote = \"h:1\"\nlocal_topics = [\"a\"]\n";
+    assert!(problems(dup).find("bridges[1].name").is_some());
+    let unknown =
+        "[[bridges]]\nname = \"x\"\nremote = \"h:1\"\nlocal_topics = [\"a\"]\nremot = 1\n";
+    let errors = problems(unknown);
+    let p = errors.find("bridges").expect("reported");
+    assert_eq!(p.kind, ProblemKind::UnknownKey);
+    assert!(p.message.contains("`remot`"), "{p}");
+}

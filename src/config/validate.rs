@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{ConfigProblem, LogConfig, MgmtConfig, MqttConfig, NodeConfig};
+use super::{BridgeConfig, ConfigProblem, LogConfig, MgmtConfig, MqttConfig, NodeConfig};
 
 /// The largest Remaining Length MQTT can encode (four variable-byte digits).
 const MQTT_MAX_PACKET_SIZE: u64 = 268_435_455;
@@ -171,6 +171,186 @@ pub(super) fn mgmt(m: &MgmtConfig, out: &mut Vec<ConfigProblem>) {
     }
 }
 
+/// Bridge kinds that exist (issue #6: `http` and MQTT ingress are to come).
+pub(crate) const BRIDGE_KINDS: &[&str] = &["mqtt"];
+
+pub(super) fn bridges(bridges: &[BridgeConfig], out: &mut Vec<ConfigProblem>) {
+    let mut names = std::collections::HashSet::new();
+    for (i, b) in bridges.iter().enumerate() {
+        let at = |key: &str| format!("bridges[{i}].{key}");
+        let mut bad = |key: &str, why: String| out.push(ConfigProblem::invalid(at(key), why));
+        if let Err(why) = check_bridge_name(&b.name) {
+            bad("name", format!("{why} (got {:?})", b.name));
+        } else if !names.insert(b.name.as_str()) {
+            bad("name", format!("{:?} is used by two bridges", b.name));
+        }
+        if !BRIDGE_KINDS.contains(&b.kind.as_str()) {
+            bad(
+                "kind",
+                format!(
+                    "unknown kind {:?} (supported: {})",
+                    b.kind,
+                    BRIDGE_KINDS.join(", ")
+                ),
+            );
+        }
+        if let Err(why) = check_host_port(&b.remote) {
+            bad(
+                "remote",
+                format!(
+                    "{why} (got {:?}; expected `host:port`, e.g. \"broker.example:1883\")",
+                    b.remote
+                ),
+            );
+        }
+        if !matches!(b.protocol.as_str(), "3.1.1" | "5" | "5.0") {
+            bad(
+                "protocol",
+                format!("must be \"3.1.1\" or \"5\", got {:?}", b.protocol),
+            );
+        }
+        if b.local_topics.is_empty() {
+            bad("local_topics", "must list at least one topic filter".into());
+        }
+        for f in &b.local_topics {
+            match roost_protocol::topic::validate_topic_filter(f) {
+                Err(e) => bad(
+                    "local_topics",
+                    format!("{f:?} is not a valid topic filter: {e}"),
+                ),
+                Ok(()) if f.starts_with("$share/") => bad(
+                    "local_topics",
+                    format!("{f:?}: shared subscriptions cannot be bridged"),
+                ),
+                Ok(()) => {}
+            }
+        }
+        if b.remote_prefix.contains(['+', '#', '\0']) {
+            bad(
+                "remote_prefix",
+                format!(
+                    "must not contain `+`, `#` or NUL (got {:?})",
+                    b.remote_prefix
+                ),
+            );
+        }
+        if b.qos > 1 {
+            bad("qos", format!("must be 0 or 1, got {}", b.qos));
+        }
+        if b.max_inflight == 0 {
+            bad("max_inflight", "must be at least 1".into());
+        }
+        bridge_timers(b, &mut bad);
+        bridge_buffer(b, &mut bad);
+    }
+}
+
+fn bridge_timers(b: &BridgeConfig, bad: &mut impl FnMut(&str, String)) {
+    if b.session_expiry.as_duration() > Duration::from_secs(u32::MAX.into()) {
+        bad(
+            "session_expiry",
+            format!("must be at most 4294967295s, got {}", b.session_expiry),
+        );
+    }
+    if b.keep_alive.as_duration() > Duration::from_secs(u16::MAX.into()) {
+        bad(
+            "keep_alive",
+            format!("must be at most 65535s, got {}", b.keep_alive),
+        );
+    }
+    for (key, v) in [
+        ("connect_timeout", b.connect_timeout),
+        ("reconnect_min", b.reconnect_min),
+    ] {
+        if v.is_zero() {
+            bad(key, "must be greater than 0s".into());
+        }
+    }
+    if b.reconnect_max < b.reconnect_min {
+        bad(
+            "reconnect_max",
+            format!(
+                "must be at least reconnect_min ({}), got {}",
+                b.reconnect_min, b.reconnect_max
+            ),
+        );
+    }
+}
+
+fn bridge_buffer(b: &BridgeConfig, bad: &mut impl FnMut(&str, String)) {
+    let buf = &b.buffer;
+    if !matches!(buf.mode.as_str(), "durable" | "volatile_offload" | "memory") {
+        bad(
+            "buffer.mode",
+            format!(
+                "must be \"durable\", \"volatile_offload\" or \"memory\", got {:?}",
+                buf.mode
+            ),
+        );
+    }
+    if buf.max_bytes.as_u64() == 0 {
+        bad(
+            "buffer.max_bytes",
+            "must be greater than 0 (the queue is always bounded)".into(),
+        );
+    }
+    if buf.memory_bytes.as_u64() == 0 && buf.mode != "memory" {
+        bad("buffer.memory_bytes", "must be greater than 0".into());
+    }
+    if buf.memory_bytes > buf.max_bytes {
+        bad(
+            "buffer.memory_bytes",
+            format!(
+                "must be at most buffer.max_bytes ({}), got {}",
+                buf.max_bytes, buf.memory_bytes
+            ),
+        );
+    }
+    if buf.request_ttl.is_some_and(|t| t.is_zero()) {
+        bad(
+            "buffer.request_ttl",
+            "must be greater than 0s (leave it out for no TTL)".into(),
+        );
+    }
+}
+
+fn check_bridge_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > 64 {
+        return Err("must be 1 to 64 characters");
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':');
+    if !name.chars().all(allowed) {
+        return Err("may only contain ASCII letters, digits, `-`, `_`, `.` and `:`");
+    }
+    Ok(())
+}
+
+/// `host:port`, or `[v6]:port`; the host is resolved at connect time.
+fn check_host_port(s: &str) -> Result<(), &'static str> {
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err("missing `:port`");
+    };
+    let bracketed = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+    let host = bracketed.unwrap_or(host);
+    if host.is_empty() {
+        return Err("missing host");
+    }
+    if host.contains(':') && (bracketed.is_none() || host.parse::<std::net::Ipv6Addr>().is_err()) {
+        return Err("an IPv6 address must be in brackets, e.g. [::1]:1883");
+    }
+    if !host.contains(':')
+        && !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+    {
+        return Err("the host is not a valid DNS name or address");
+    }
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => Err("the port must be a number from 1 to 65535"),
+        Ok(_) => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,6 +370,30 @@ mod tests {
             "roost@hö.st",
         ] {
             assert!(check_node_name(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn bridge_remotes_need_a_host_and_a_port() {
+        for good in [
+            "broker:1883",
+            "10.0.0.1:8883",
+            "[::1]:1883",
+            "a.b-c.example:1",
+        ] {
+            assert!(check_host_port(good).is_ok(), "{good:?}");
+        }
+        for bad in [
+            "",
+            "broker",
+            ":1883",
+            "broker:0",
+            "broker:99999",
+            "::1:1883",
+            "bro ker:1883",
+            "mqtt://b:1883",
+        ] {
+            assert!(check_host_port(bad).is_err(), "{bad:?} should be rejected");
         }
     }
 }

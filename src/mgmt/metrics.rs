@@ -13,6 +13,7 @@ use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::{Registry, Unit};
+use roost_actors::bridge::{BridgeStats, LinkState};
 use roost_actors::broker::Counters;
 use roost_storage::StorageStats;
 
@@ -51,6 +52,8 @@ pub struct Snapshot {
     /// in bytes (0 = off).
     pub memory_alarm: bool,
     pub memory_high_watermark: u64,
+    /// Every configured bridge, in name order.
+    pub bridges: Vec<BridgeStats>,
 }
 
 /// A copy of the broker's [`Counters`].
@@ -147,6 +150,7 @@ pub async fn snapshot(app: &AppState) -> Snapshot {
         retained_write_errors: ctx.retained.write_errors(),
         memory_alarm: ctx.overload.memory_alarm(),
         memory_high_watermark: ctx.overload.memory_high_watermark(),
+        bridges: ctx.bridges.list().iter().map(|b| b.stats()).collect(),
     }
 }
 
@@ -185,6 +189,7 @@ pub fn encode_snapshot(s: &Snapshot) -> String {
     register_gauges(&mut r, s);
     register_counters(&mut r, &s.counters);
     register_storage(&mut r, s);
+    register_bridges(&mut r, &s.bridges);
     let restarts: Vec<(Labels, u64)> = s
         .restarts
         .iter()
@@ -417,6 +422,69 @@ fn register_storage(r: &mut Registry, s: &Snapshot) {
         "storage_write_errors",
         "Writes to the durable store that failed (logged), by kind",
         counter_family(&errors),
+    );
+}
+
+fn register_bridges(r: &mut Registry, bridges: &[BridgeStats]) {
+    let mut queued = Vec::new();
+    let mut queued_bytes = Vec::new();
+    let (mut sent, mut retried, mut dropped) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut connected, mut inflight) = (Vec::new(), Vec::new());
+    for b in bridges {
+        let name = b.name.as_str();
+        let m = &b.mailbox;
+        for (place, n, bytes) in [
+            ("memory", m.memory_messages, m.memory_bytes),
+            ("disk", m.disk_messages, m.disk_bytes),
+        ] {
+            let l = labels(&[("bridge", name), ("where", place)]);
+            queued.push((l.clone(), n));
+            queued_bytes.push((l, bytes));
+        }
+        let one = labels(&[("bridge", name)]);
+        sent.push((one.clone(), b.sent));
+        retried.push((one.clone(), b.retried));
+        connected.push((one.clone(), u64::from(b.state == LinkState::Connected)));
+        inflight.push((one, b.inflight));
+        for (reason, n) in &b.dropped {
+            dropped.push((labels(&[("bridge", name), ("reason", reason)]), *n));
+        }
+    }
+    r.register(
+        "bridge_queued_messages",
+        "Messages waiting in a bridge's buffer, in memory or only on disk",
+        gauge_family(&queued),
+    );
+    r.register_with_unit(
+        "bridge_queued",
+        "Bytes waiting in a bridge's buffer (stored records), in memory or only on disk",
+        Unit::Bytes,
+        gauge_family(&queued_bytes),
+    );
+    r.register(
+        "bridge_inflight",
+        "Messages a bridge sent and the remote has not acknowledged yet",
+        gauge_family(&inflight),
+    );
+    r.register(
+        "bridge_connected",
+        "1 while a bridge is connected to its remote, else 0",
+        gauge_family(&connected),
+    );
+    r.register(
+        "bridge_sent",
+        "Messages a bridge delivered (acknowledged by the remote at QoS 1, written at QoS 0)",
+        counter_family(&sent),
+    );
+    r.register(
+        "bridge_retried",
+        "Messages a bridge sent again (DUP) after a reconnect",
+        counter_family(&retried),
+    );
+    r.register(
+        "bridge_dropped",
+        "Messages a bridge dropped, by reason",
+        counter_family(&dropped),
     );
 }
 

@@ -1,0 +1,159 @@
+//! The bridge's MQTT client connection over our codec: resolve, TCP
+//! connect, CONNECT / CONNACK (bounded by `connect_timeout`), then a reader
+//! task that hands every packet to the bridge actor.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use bytestring::ByteString;
+use ractor::ActorRef;
+use roost_protocol::codec;
+use roost_protocol::packet::{ConnAck, Connect, ConnectProperties, Packet, ProtocolVersion};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+use super::actor::BridgeMsg;
+use super::BridgeConfig;
+
+/// Largest packet we accept from the remote (it only sends acks).
+const MAX_INBOUND_PACKET: u32 = 1 << 20;
+
+/// A connection the remote accepted.
+pub struct Established {
+    pub writer: OwnedWriteHalf,
+    pub reader: OwnedReadHalf,
+    /// Bytes read after the CONNACK.
+    pub buf: BytesMut,
+    pub connack: ConnAck,
+}
+
+/// Resolve `remote` (again on every attempt), connect, CONNECT, wait for a
+/// successful CONNACK; all within `connect_timeout`.
+pub(crate) async fn establish(cfg: &BridgeConfig) -> Result<Established, String> {
+    match tokio::time::timeout(cfg.connect_timeout, attempt(cfg)).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no CONNACK within {:?}", cfg.connect_timeout)),
+    }
+}
+
+async fn attempt(cfg: &BridgeConfig) -> Result<Established, String> {
+    let addrs: Vec<_> = tokio::net::lookup_host(&cfg.remote)
+        .await
+        .map_err(|e| format!("cannot resolve {}: {e}", cfg.remote))?
+        .collect();
+    let mut last = format!("{} resolved to no address", cfg.remote);
+    let mut stream = None;
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => last = format!("connect to {addr}: {e}"),
+        }
+    }
+    let stream = stream.ok_or(last)?;
+    let _ = stream.set_nodelay(true);
+    let (mut reader, mut writer) = stream.into_split();
+    let mut out = BytesMut::new();
+    codec::encode(
+        &Packet::Connect(Box::new(connect_packet(cfg))),
+        cfg.protocol,
+        &mut out,
+    )
+    .map_err(|e| format!("encode CONNECT: {e}"))?;
+    writer
+        .write_all(&out)
+        .await
+        .map_err(|e| format!("write CONNECT: {e}"))?;
+    let mut buf = BytesMut::with_capacity(1024);
+    loop {
+        match codec::decode(&mut buf, Some(cfg.protocol), MAX_INBOUND_PACKET) {
+            Ok(Some(Packet::ConnAck(a))) if a.code == 0 => {
+                return Ok(Established {
+                    writer,
+                    reader,
+                    buf,
+                    connack: a,
+                })
+            }
+            Ok(Some(Packet::ConnAck(a))) => {
+                return Err(format!("CONNACK refused with code {:#04x}", a.code))
+            }
+            Ok(Some(p)) => return Err(format!("expected CONNACK, got {}", p.kind())),
+            Ok(None) => {}
+            Err(e) => return Err(format!("undecodable reply: {e}")),
+        }
+        match reader.read_buf(&mut buf).await {
+            Ok(0) => return Err("closed before CONNACK".into()),
+            Ok(_) => {}
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
+}
+
+fn connect_packet(cfg: &BridgeConfig) -> Connect {
+    let session_expiry = (cfg.protocol == ProtocolVersion::V5 && cfg.session_expiry > 0)
+        .then_some(cfg.session_expiry);
+    Connect {
+        protocol: cfg.protocol,
+        clean_start: cfg.clean_start,
+        keep_alive: u16::try_from(cfg.keep_alive.as_secs()).unwrap_or(u16::MAX),
+        client_id: ByteString::from(cfg.client_id.as_str()),
+        will: None,
+        username: cfg.username.as_deref().map(ByteString::from),
+        password: cfg
+            .password
+            .as_ref()
+            .map(|p| bytes::Bytes::copy_from_slice(p.as_bytes())),
+        properties: ConnectProperties {
+            session_expiry_interval: session_expiry,
+            ..Default::default()
+        },
+    }
+}
+
+/// Reads packets until the connection ends; each goes to the actor tagged
+/// with the connection's generation (stale ones are ignored there).
+pub(crate) async fn read_loop(
+    mut reader: OwnedReadHalf,
+    mut buf: BytesMut,
+    version: ProtocolVersion,
+    gen: u64,
+    actor: ActorRef<BridgeMsg>,
+) {
+    let reason = loop {
+        match codec::decode(&mut buf, Some(version), MAX_INBOUND_PACKET) {
+            Ok(Some(packet)) => {
+                let packet = packet.into();
+                if actor.cast(BridgeMsg::Packet { gen, packet }).is_err() {
+                    return;
+                }
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => break format!("undecodable packet from the remote: {e}"),
+        }
+        match reader.read_buf(&mut buf).await {
+            Ok(0) => break "closed by the remote".to_string(),
+            Ok(_) => {}
+            Err(e) => break format!("read: {e}"),
+        }
+    };
+    let _ = actor.cast(BridgeMsg::Lost { gen, reason });
+}
+
+/// Write `bytes`, bounded by `timeout` (a remote that stopped reading must
+/// not hold the actor).
+pub(crate) async fn write(
+    writer: &mut OwnedWriteHalf,
+    bytes: &[u8],
+    timeout: Duration,
+) -> Result<(), String> {
+    match tokio::time::timeout(timeout, writer.write_all(bytes)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("write: {e}")),
+        Err(_) => Err(format!("write blocked for {timeout:?}")),
+    }
+}

@@ -1,0 +1,395 @@
+//! MQTT egress bridges (issue #6) against a real remote: Debian's
+//! `mosquitto` (installed by scripts/setup.sh), run on a free loopback port
+//! with a minimal config in a temp dir and killed on drop. The broker side
+//! is an in-process node; publishers and the remote subscriber are raw MQTT
+//! clients. Every wait is bounded.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use roost::config::{BridgeBufferConfig, BridgeConfig, Config, HumanDuration};
+use roost_actors::bridge::{BridgeHandle, LinkState};
+use roost_protocol::packet::*;
+
+const MOSQUITTO: &str = "/usr/sbin/mosquitto";
+
+/// A mosquitto process on 127.0.0.1:`port`, killed (and its dir removed)
+/// on drop. Persistence is on, so a subscriber's persistent session and its
+/// queued messages survive a stop (SIGTERM) and start.
+struct Mosquitto {
+    child: Option<Child>,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Mosquitto {
+    fn start(port: u16) -> Mosquitto {
+        let dir = temp_data_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        // Started as root, mosquitto drops to its own user: it must be
+        // able to write its persistence file here.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let mut m = Mosquitto {
+            child: None,
+            dir,
+            port,
+        };
+        m.spawn();
+        m
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    fn spawn(&mut self) {
+        let conf = self.dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+                 persistence_location {dir}/\nmax_queued_messages 0\nautosave_interval 0\n",
+                port = self.port,
+                dir = self.dir.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(MOSQUITTO)
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto starts (scripts/setup.sh installs it)");
+        self.child = Some(child);
+        // Bounded wait until it accepts connections.
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::net::TcpStream::connect(self.addr()).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "mosquitto listens in time"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM (mosquitto saves its persistent sessions) and wait for exit.
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let deadline = std::time::Instant::now() + WAIT;
+            while c.try_wait().ok().flatten().is_none() {
+                if std::time::Instant::now() > deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn bridge(name: &str, port: u16, buffer: BridgeBufferConfig) -> BridgeConfig {
+    BridgeConfig {
+        name: name.into(),
+        remote: format!("127.0.0.1:{port}"),
+        protocol: "3.1.1".into(),
+        local_topics: vec!["sensors/#".into()],
+        remote_prefix: "edge/".into(),
+        qos: 1,
+        max_inflight: 8,
+        connect_timeout: HumanDuration::from_secs(2),
+        reconnect_min: HumanDuration::from_millis(50),
+        reconnect_max: HumanDuration::from_millis(200),
+        buffer,
+        ..BridgeConfig::default()
+    }
+}
+
+fn buffer(mode: &str, memory_bytes: u64, max_bytes: u64) -> BridgeBufferConfig {
+    BridgeBufferConfig {
+        mode: mode.into(),
+        memory_bytes: roost::config::ByteSize::bytes(memory_bytes),
+        max_bytes: roost::config::ByteSize::bytes(max_bytes),
+        request_ttl: None,
+    }
+}
+
+async fn start_node(bridges: Vec<BridgeConfig>) -> Broker {
+    Broker::start_with(move |c: &mut Config| c.bridges = bridges).await
+}
+
+fn handle(b: &Broker, name: &str) -> Arc<BridgeHandle> {
+    b.node().ctx().bridges.get(name).expect("bridge registered")
+}
+
+async fn wait_state(h: &BridgeHandle, want: LinkState) {
+    assert!(
+        eventually(|| async { h.state() == want }).await,
+        "bridge {} never {:?} (is {:?})",
+        h.name(),
+        want,
+        h.state()
+    );
+}
+
+/// A persistent QoS 1 subscriber on the remote (3.1.1, clean session 0).
+async fn remote_subscriber(addr: SocketAddr, filter: &str) -> Raw {
+    let (mut sub, ack) = Raw::connect(addr, ProtocolVersion::V311, "remote-sub", false).await;
+    assert_eq!(ack.code, 0);
+    sub.subscribe(1, filter, QoS::AtLeastOnce).await;
+    sub
+}
+
+/// The next `n` PUBLISHes (acknowledged), as (topic, payload).
+async fn receive(sub: &mut Raw, n: usize) -> Vec<(String, String)> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let p = sub.expect_publish().await;
+        if p.qos == QoS::AtLeastOnce {
+            sub.puback(p.packet_id).await;
+        }
+        got.push((
+            p.topic.to_string(),
+            String::from_utf8_lossy(&p.payload).into_owned(),
+        ));
+    }
+    got
+}
+
+async fn publish_local(addr: SocketAddr, topic: &str, payloads: &[String]) {
+    let (mut c, _) = Raw::connect(addr, ProtocolVersion::V5, "local-pub", true).await;
+    for (i, p) in payloads.iter().enumerate() {
+        c.publish_qos1(topic, p.clone().into_bytes(), (i % 60_000 + 1) as u16)
+            .await;
+    }
+    c.disconnect().await;
+}
+
+fn payloads(n: usize, width: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{i:0width$}")).collect()
+}
+
+fn expected(topic: &str, payloads: &[String]) -> Vec<(String, String)> {
+    payloads
+        .iter()
+        .map(|p| (topic.to_string(), p.clone()))
+        .collect()
+}
+
+/// The remote broker these tests need: a missing mosquitto is a failed
+/// test, never a silently skipped one (scripts/test.sh installs it).
+fn require_mosquitto() {
+    assert!(
+        Path::new(MOSQUITTO).exists(),
+        "{MOSQUITTO} missing: run scripts/setup.sh (the README's test command does)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_publishes_reach_the_remote_with_the_prefix_in_order() {
+    require_mosquitto();
+    let remote = Mosquitto::start(free_port());
+    let mut sub = remote_subscriber(remote.addr(), "edge/#").await;
+    let node = start_node(vec![bridge(
+        "up",
+        remote.port,
+        buffer("durable", 1 << 20, 1 << 24),
+    )])
+    .await;
+    let h = handle(&node, "up");
+    wait_state(&h, LinkState::Connected).await;
+
+    let sent = payloads(200, 4);
+    publish_local(node.addr, "sensors/t", &sent).await;
+    // Not bridged: another topic.
+    publish_local(node.addr, "other/t", &payloads(1, 1)).await;
+    assert_eq!(
+        receive(&mut sub, 200).await,
+        expected("edge/sensors/t", &sent)
+    );
+    sub.expect_nothing(QUIET).await;
+    assert!(eventually(|| async { h.stats().sent == 200 && h.stats().mailbox.acked == 200 }).await);
+
+    // The bridge is not a session and its filter is not a subscription.
+    let text = scrape(&node).await;
+    for line in [
+        "roost_bridge_connected{bridge=\"up\"} 1",
+        "roost_bridge_sent_total{bridge=\"up\"} 200",
+        "roost_bridge_queued_messages{bridge=\"up\",where=\"memory\"} 0",
+        "roost_bridge_queued_messages{bridge=\"up\",where=\"disk\"} 0",
+        "roost_bridge_dropped_total{bridge=\"up\",reason=\"queue_full\"} 0",
+        "roost_sessions{status=\"online\"} 0",
+        "roost_subscriptions 0",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line:?} missing in:\n{text}"
+        );
+    }
+
+    // Restartable on its own, through the supervisor's path logic.
+    let tree = node.node().tree().await.unwrap();
+    assert!(tree.find("bridges/up").is_some(), "{tree:?}");
+    node.node().restart("bridges/up").await.unwrap();
+    wait_state(&h, LinkState::Connected).await;
+    let more = payloads(5, 5);
+    publish_local(node.addr, "sensors/t", &more).await;
+    assert_eq!(
+        receive(&mut sub, 5).await,
+        expected("edge/sensors/t", &more)
+    );
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_queues_in_memory_then_on_disk_and_replays_in_order() {
+    require_mosquitto();
+    let mut remote = Mosquitto::start(free_port());
+    let sub = remote_subscriber(remote.addr(), "edge/#").await;
+    drop(sub);
+    // ~1 KB of memory: a few records in memory, the rest on disk.
+    let node = start_node(vec![bridge(
+        "up",
+        remote.port,
+        buffer("durable", 1_000, 1 << 24),
+    )])
+    .await;
+    let h = handle(&node, "up");
+    wait_state(&h, LinkState::Connected).await;
+
+    remote.stop();
+    wait_state(&h, LinkState::Disconnected).await;
+    let sent = payloads(300, 100);
+    publish_local(node.addr, "sensors/t", &sent).await;
+    let s = h.stats().mailbox;
+    assert_eq!(s.memory_messages + s.disk_messages, 300, "{s:?}");
+    assert!(s.memory_messages > 0 && s.disk_messages > 0, "{s:?}");
+    assert!(s.memory_bytes <= 1_000, "{s:?}");
+    let text = scrape(&node).await;
+    assert!(
+        text.lines()
+            .any(|l| l == "roost_bridge_connected{bridge=\"up\"} 0"),
+        "{text}"
+    );
+    let disk = format!(
+        "roost_bridge_queued_messages{{bridge=\"up\",where=\"disk\"}} {}",
+        s.disk_messages
+    );
+    assert!(
+        text.lines().any(|l| l == disk),
+        "{disk:?} missing in:\n{text}"
+    );
+
+    remote.spawn();
+    wait_state(&h, LinkState::Connected).await;
+    let (mut sub, ack) =
+        Raw::connect(remote.addr(), ProtocolVersion::V311, "remote-sub", false).await;
+    assert!(
+        ack.session_present,
+        "mosquitto kept the subscriber's session"
+    );
+    let got = receive(&mut sub, 300).await;
+    assert_eq!(got, expected("edge/sensors/t", &sent));
+    sub.expect_nothing(QUIET).await;
+    assert!(eventually(|| async { h.stats().mailbox.acked == 300 }).await);
+    let stats = h.stats();
+    assert!(stats.dropped.iter().all(|(_, n)| *n == 0), "{stats:?}");
+    assert_eq!(
+        stats.mailbox.memory_messages + stats.mailbox.disk_messages,
+        0
+    );
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_bytes_the_oldest_are_dropped_and_counted_exactly() {
+    require_mosquitto();
+    let topic = "sensors/t";
+    let sent = payloads(50, 40);
+    let rec = roost_actors::bridge::record_len(topic, sent[0].as_bytes()) as u64;
+    for mode in ["durable", "volatile_offload", "memory"] {
+        // The subscriber's persistent session exists on the remote, which is
+        // then stopped: the node starts with its remote down.
+        let mut remote = Mosquitto::start(free_port());
+        drop(remote_subscriber(remote.addr(), "edge/#").await);
+        remote.stop();
+        let node = start_node(vec![bridge(
+            "up",
+            remote.port,
+            buffer(mode, 3 * rec, 10 * rec),
+        )])
+        .await;
+        let h = handle(&node, "up");
+        publish_local(node.addr, topic, &sent).await;
+        let s = h.stats();
+        assert_eq!(
+            s.mailbox.memory_messages + s.mailbox.disk_messages,
+            10,
+            "{mode}: {s:?}"
+        );
+        assert_eq!(s.mailbox.dropped_queue_full, 40, "{mode}: {s:?}");
+        let text = scrape(&node).await;
+        let line = "roost_bridge_dropped_total{bridge=\"up\",reason=\"queue_full\"} 40";
+        assert!(
+            text.lines().any(|l| l == line),
+            "{mode}: {line:?} missing in:\n{text}"
+        );
+
+        remote.spawn();
+        let (mut sub, ack) =
+            Raw::connect(remote.addr(), ProtocolVersion::V311, "remote-sub", false).await;
+        assert!(ack.session_present, "{mode}");
+        // Exactly the newest 10 arrive, in order: the 40 counted are the 40 missing.
+        let got = receive(&mut sub, 10).await;
+        assert_eq!(got, expected("edge/sensors/t", &sent[40..]), "{mode}");
+        sub.expect_nothing(QUIET).await;
+        assert_eq!(h.stats().mailbox.dropped_queue_full, 40, "{mode}");
+        node.stop().await;
+    }
+}
+
+/// `GET /metrics` (no token needed), bounded.
+async fn scrape(b: &Broker) -> String {
+    let url = format!("http://{}/metrics", b.node().mgmt_addr().await.unwrap());
+    let call = move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(10)))
+            .proxy(None)
+            .build()
+            .into();
+        let mut resp = agent.get(&url).call().expect("scrape");
+        resp.body_mut().read_to_string().expect("body")
+    };
+    tokio::time::timeout(Duration::from_secs(15), tokio::task::spawn_blocking(call))
+        .await
+        .expect("scrape in time")
+        .expect("scrape thread")
+}
