@@ -64,9 +64,6 @@ pub enum ConnectionMsg {
     CloseTimeout,
 }
 
-// Local-only (ractor's `cluster` feature: see the workspace Cargo.toml).
-impl ractor::Message for ConnectionMsg {}
-
 pub struct Connection;
 
 pub struct ConnectionArgs {
