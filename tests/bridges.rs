@@ -376,6 +376,123 @@ async fn past_max_bytes_the_oldest_are_dropped_and_counted_exactly() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_queues_and_resume_delivers_in_order_over_the_api() {
+    require_mosquitto();
+    let remote = Mosquitto::start(free_port());
+    let mut sub = remote_subscriber(remote.addr(), "edge/#").await;
+    let node = start_node(vec![bridge(
+        "up",
+        remote.port,
+        buffer("durable", 1 << 20, 1 << 24),
+    )])
+    .await;
+    let h = handle(&node, "up");
+    wait_state(&h, LinkState::Connected).await;
+
+    // Unknown bridges: 404 with a JSON error, for every endpoint.
+    for (method, path) in [
+        ("GET", "/api/v1/bridges/nope"),
+        ("POST", "/api/v1/bridges/nope/pause"),
+        ("POST", "/api/v1/bridges/nope/resume"),
+    ] {
+        let (status, body) = api(&node, method, path).await;
+        assert_eq!(status, 404, "{method} {path}: {body}");
+        assert_eq!(body["error"], "no bridge \"nope\"", "{body}");
+    }
+
+    let (status, body) = api(&node, "POST", "/api/v1/bridges/up/pause").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "paused", "{body}");
+    assert!(h.is_paused());
+    let sent = payloads(20, 3);
+    publish_local(node.addr, "sensors/t", &sent).await;
+    sub.expect_nothing(QUIET).await;
+
+    let (status, list) = api(&node, "GET", "/api/v1/bridges").await;
+    assert_eq!(status, 200, "{list}");
+    let row = &list["data"][0];
+    assert_eq!(row["name"], "up", "{list}");
+    assert_eq!(row["kind"], "mqtt", "{list}");
+    assert_eq!(
+        row["remote"],
+        format!("127.0.0.1:{}", remote.port),
+        "{list}"
+    );
+    assert_eq!(row["state"], "paused", "{list}");
+    assert_eq!(row["link"], "connected", "{list}");
+    assert_eq!(row["queued"]["memory_messages"], 20, "{list}");
+    assert_eq!(row["queued"]["disk_messages"], 0, "{list}");
+    let rec = roost_actors::bridge::record_len("sensors/t", sent[0].as_bytes()) as u64;
+    assert_eq!(row["queued"]["memory_bytes"], 20 * rec, "{list}");
+    assert_eq!(row["inflight"], 0, "{list}");
+    assert_eq!(row["sent"], 0, "{list}");
+    assert_eq!(row["dropped"]["queue_full"], 0, "{list}");
+    // Paused is not disconnected: the connection gauge is unchanged.
+    let text = scrape(&node).await;
+    assert!(
+        text.lines()
+            .any(|l| l == "roost_bridge_connected{bridge=\"up\"} 1"),
+        "{text}"
+    );
+
+    let (status, one) = api(&node, "GET", "/api/v1/bridges/up").await;
+    assert_eq!(status, 200, "{one}");
+    assert_eq!(one["state"], "paused", "{one}");
+    assert_eq!(one["queued"]["memory_messages"], 20, "{one}");
+    let config = &one["config"];
+    assert_eq!(config["local_topics"][0], "sensors/#", "{one}");
+    assert_eq!(config["remote_prefix"], "edge/", "{one}");
+    assert_eq!(config["protocol"], "3.1.1", "{one}");
+    assert_eq!(config["qos"], 1, "{one}");
+    assert_eq!(config["buffer_mode"], "durable", "{one}");
+    assert_eq!(config["password_set"], false, "{one}");
+    assert!(config.get("password").is_none(), "{one}");
+
+    let (status, body) = api(&node, "POST", "/api/v1/bridges/up/resume").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!h.is_paused());
+    assert_eq!(
+        receive(&mut sub, 20).await,
+        expected("edge/sensors/t", &sent)
+    );
+    sub.expect_nothing(QUIET).await;
+    assert!(eventually(|| async { h.stats().sent == 20 && h.stats().mailbox.acked == 20 }).await);
+    let (_, list) = api(&node, "GET", "/api/v1/bridges").await;
+    let row = &list["data"][0];
+    assert_eq!(row["state"], "connected", "{list}");
+    assert_eq!(row["sent"], 20, "{list}");
+    assert_eq!(row["queued"]["memory_messages"], 0, "{list}");
+    node.stop().await;
+}
+
+/// (status, JSON body) of an authenticated API call (`POST` with `{}`).
+async fn api(b: &Broker, method: &'static str, path: &str) -> (u16, serde_json::Value) {
+    let url = format!("http://{}{path}", b.node().mgmt_addr().await.unwrap());
+    let token = roost::mgmt::token::read(&b.data_dir).expect("generated token");
+    let call = move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(10)))
+            .http_status_as_error(false)
+            .proxy(None)
+            .build()
+            .into();
+        let auth = format!("Bearer {token}");
+        let resp = match method {
+            "GET" => agent.get(&url).header("authorization", auth).call(),
+            _ => agent.post(&url).header("authorization", auth).send("{}"),
+        };
+        let mut resp = resp.expect("HTTP exchange");
+        let status = resp.status().as_u16();
+        let body = resp.body_mut().read_to_string().expect("body");
+        (status, serde_json::from_str(&body).expect("JSON body"))
+    };
+    tokio::time::timeout(Duration::from_secs(15), tokio::task::spawn_blocking(call))
+        .await
+        .expect("API answer in time")
+        .expect("API thread")
+}
+
 /// `GET /metrics` (no token needed), bounded.
 async fn scrape(b: &Broker) -> String {
     let url = format!("http://{}/metrics", b.node().mgmt_addr().await.unwrap());

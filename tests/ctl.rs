@@ -43,15 +43,24 @@ fn free_addr() -> SocketAddr {
 
 /// Starts a node and waits until MQTT and the API answer.
 fn start_node() -> NodeProc {
+    start_node_with(None)
+}
+
+/// [`start_node`] with a configuration file of this content (written into
+/// the data directory).
+fn start_node_with(config: Option<&str>) -> NodeProc {
     let (mqtt, mgmt, data) = (free_addr(), free_addr(), temp_data_dir());
-    let child = Command::new(BIN)
-        .args([
-            "start",
-            "--mqtt",
-            &mqtt.to_string(),
-            "--mgmt",
-            &mgmt.to_string(),
-        ])
+    let mut cmd = Command::new(BIN);
+    if let Some(text) = config {
+        std::fs::create_dir_all(&data).unwrap();
+        let file = data.join("roost.toml");
+        std::fs::write(&file, text).unwrap();
+        cmd.arg("start").arg("--config").arg(file);
+    } else {
+        cmd.arg("start");
+    }
+    let child = cmd
+        .args(["--mqtt", &mqtt.to_string(), "--mgmt", &mgmt.to_string()])
         .arg("--data-dir")
         .arg(&data)
         .stdout(Stdio::null())
@@ -356,4 +365,63 @@ async fn tokens_unreachable_nodes_and_usage_errors() {
     ] {
         node.fails(usage, 2);
     }
+}
+
+#[tokio::test]
+async fn bridges_list_show_pause_resume() {
+    // Nothing listens on the remote's port: the bridge keeps retrying.
+    let remote = free_addr();
+    let node = start_node_with(Some(&format!(
+        "[[bridges]]\nname = \"up\"\nremote = \"{remote}\"\nlocal_topics = [\"sensors/#\"]\n\
+         remote_prefix = \"edge/\"\n"
+    )));
+
+    let table = node.ok(&["bridges", "list"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("NAME "), "{table}");
+    assert!(lines[1].starts_with("up "), "{table}");
+    assert!(lines[1].contains(&remote.to_string()), "{table}");
+    assert!(
+        lines[1].contains(" connecting ") || lines[1].contains(" disconnected "),
+        "{table}"
+    );
+    let list = node.json(&["bridges", "list"]);
+    let row = &list["data"][0];
+    assert_eq!(row["name"], "up", "{list}");
+    assert!(
+        row["state"] == "connecting" || row["state"] == "disconnected",
+        "{list}"
+    );
+
+    let show = node.ok(&["bridges", "show", "up"]);
+    assert!(
+        show.contains("local topics") && show.contains("sensors/#"),
+        "{show}"
+    );
+    let detail = node.json(&["bridges", "show", "up"]);
+    assert_eq!(detail["config"]["remote_prefix"], "edge/", "{detail}");
+
+    let out = node.ok(&["bridges", "pause", "up"]);
+    assert!(out.starts_with("paused up"), "{out}");
+    assert_eq!(node.json(&["bridges", "show", "up"])["state"], "paused");
+    let out = node.ok(&["bridges", "resume", "up"]);
+    assert!(out.starts_with("resumed up"), "{out}");
+    assert_ne!(
+        node.json(&["bridges", "list"])["data"][0]["state"],
+        "paused"
+    );
+    let out = node.ok(&["bridges", "restart", "up"]);
+    assert!(out.contains("bridges/up"), "{out}");
+
+    for cmd in [
+        &["bridges", "show", "nope"][..],
+        &["bridges", "pause", "nope"],
+        &["bridges", "resume", "nope"],
+        &["bridges", "restart", "nope"],
+    ] {
+        let err = node.fails(cmd, 1);
+        assert!(err.contains("nope"), "{cmd:?}: {err}");
+    }
+    node.fails(&["bridges", "show"], 2);
+    node.fails(&["bridges"], 2);
 }

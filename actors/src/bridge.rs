@@ -37,7 +37,7 @@ mod actor;
 mod conn;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -120,6 +120,10 @@ pub struct BridgeHandle {
     pub config: BridgeConfig,
     mailbox: Mutex<Option<Arc<OverflowMailbox>>>,
     state: AtomicU8,
+    /// Paused by an operator: the actor takes nothing new from the mailbox
+    /// (it keeps queueing; the inflight window may still complete).
+    /// Survives actor restarts, not node restarts.
+    paused: AtomicBool,
     inflight: AtomicU64,
     pub counters: BridgeCounters,
 }
@@ -129,6 +133,8 @@ pub struct BridgeHandle {
 pub struct BridgeStats {
     pub name: String,
     pub state: LinkState,
+    /// Paused by an operator (the link state is unaffected).
+    pub paused: bool,
     pub inflight: u64,
     pub mailbox: OverflowStats,
     pub sent: u64,
@@ -144,6 +150,7 @@ impl BridgeHandle {
             config,
             mailbox: Mutex::new(None),
             state: AtomicU8::new(LinkState::Disconnected as u8),
+            paused: AtomicBool::new(false),
             inflight: AtomicU64::new(0),
             counters: BridgeCounters::default(),
         })
@@ -165,6 +172,26 @@ impl BridgeHandle {
         }
     }
 
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
+    }
+
+    /// Stop sending new messages (they keep queueing). Whether it was
+    /// running.
+    pub fn pause(&self) -> bool {
+        !self.paused.swap(true, Ordering::AcqRel)
+    }
+
+    /// Send again, in order, from where the pause left off: wakes the
+    /// actor. Whether it was paused.
+    pub fn resume(&self) -> bool {
+        let was = self.paused.swap(false, Ordering::AcqRel);
+        if let Some(m) = self.mailbox() {
+            m.rewake();
+        }
+        was
+    }
+
     fn set_state(&self, s: LinkState) {
         self.state.store(s as u8, Ordering::Relaxed);
     }
@@ -176,6 +203,7 @@ impl BridgeHandle {
         BridgeStats {
             name: self.config.name.clone(),
             state: self.state(),
+            paused: self.is_paused(),
             inflight: get(&self.inflight),
             sent: get(&c.sent),
             retried: get(&c.retried),

@@ -285,6 +285,16 @@ impl OverflowMailbox {
         }
     }
 
+    /// Wake the consumer again if anything is queued, even if a wake is
+    /// pending (a consumer that left a wake unanswered, e.g. a paused
+    /// bridge, asks for a new one).
+    pub fn rewake(&self) {
+        self.scheduled.store(false, Ordering::Release);
+        if !self.is_empty() {
+            self.wake();
+        }
+    }
+
     fn wake(&self) {
         if !self.scheduled.swap(true, Ordering::AcqRel) {
             (self.wake.read())();

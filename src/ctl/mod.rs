@@ -8,6 +8,7 @@
 //!   subscriptions list [--client ID]
 //!   routes list
 //!   retained list | show TOPIC | delete TOPIC
+//!   bridges list | show NAME | restart NAME | pause NAME | resume NAME
 //!   tree
 //!   restart PATH
 //!   metrics
@@ -31,8 +32,8 @@ pub use client::{encode, Client, CtlError};
 
 use crate::mgmt::token;
 use crate::mgmt::types::{
-    ClientSummary, Deleted, Kicked, List, LogLevel, Restarted, RetainedMessage, RetainedSummary,
-    RouteEntry, SubscriptionEntry, TreeEntry,
+    BridgeDetail, BridgeSummary, ClientSummary, Deleted, Kicked, List, LogLevel, Restarted,
+    RetainedMessage, RetainedSummary, RouteEntry, SubscriptionEntry, TreeEntry,
 };
 
 /// Where `roost ctl` looks for a node by default (`mgmt.listen`'s default).
@@ -78,6 +79,9 @@ pub enum CtlCommand {
     /// Retained messages.
     #[command(subcommand)]
     Retained(RetainedCmd),
+    /// Bridges: state, queues, counters; pause, resume, restart.
+    #[command(subcommand)]
+    Bridges(BridgesCmd),
     /// The live supervision tree with restart counts and last failures.
     Tree,
     /// Restart the actor (or subtree) at PATH, e.g. broker/router, listeners/tcp:default.
@@ -143,6 +147,32 @@ pub enum RetainedCmd {
 }
 
 #[derive(Debug, Clone, Subcommand)]
+pub enum BridgesCmd {
+    /// List bridges: state, queued messages, inflight, sent, dropped.
+    List,
+    /// One bridge: figures and configuration (no password).
+    Show {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// Restart the bridge's actor (reconnects; unacknowledged messages are resent in durable mode).
+    Restart {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// Stop sending to the remote; messages keep queueing in the bridge's buffer.
+    Pause {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// Send again, in order, what queued while paused.
+    Resume {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, Subcommand)]
 pub enum LogCmd {
     /// Show the log filter, or set it (e.g. debug, "info,roost_actors=trace").
     Level {
@@ -188,30 +218,69 @@ pub fn run(args: &CtlArgs) -> Result<String, CtlError> {
                 render::routes(&l.data)
             }),
         CtlCommand::Retained(cmd) => retained(&client, &out, cmd),
+        CtlCommand::Bridges(cmd) => bridges(&client, &out, cmd),
         CtlCommand::Tree => out.show(client.get("/api/v1/tree")?, |t: &TreeEntry| render::tree(t)),
-        CtlCommand::Restart { path } => {
-            let body = serde_json::json!({ "path": path });
-            out.show(
-                client.send_json(false, "/api/v1/restart", &body)?,
-                |r: &Restarted| match r.restored {
-                    Some(true) => format!(
-                        "{}: session restarted from the store (its client was disconnected)\n",
-                        r.path
-                    ),
-                    Some(false) => format!(
-                        "{}: clean session stopped (its client was disconnected)\n",
-                        r.path
-                    ),
-                    None => format!(
-                        "restart of {} scheduled (watch it with `roost ctl tree`)\n",
-                        r.path
-                    ),
-                },
-            )
-        }
+        CtlCommand::Restart { path } => restart(&client, &out, path),
         CtlCommand::Log(LogCmd::Level { level }) => log_level(&client, &out, level.as_deref()),
         CtlCommand::Metrics => client.get("/metrics"),
     }
+}
+
+fn restart(client: &Client, out: &Out, path: &str) -> Result<String, CtlError> {
+    let body = serde_json::json!({ "path": path });
+    out.show(
+        client.send_json(false, "/api/v1/restart", &body)?,
+        |r: &Restarted| match r.restored {
+            Some(true) => format!(
+                "{}: session restarted from the store (its client was disconnected)\n",
+                r.path
+            ),
+            Some(false) => format!(
+                "{}: clean session stopped (its client was disconnected)\n",
+                r.path
+            ),
+            None => format!(
+                "restart of {} scheduled (watch it with `roost ctl tree`)\n",
+                r.path
+            ),
+        },
+    )
+}
+
+fn bridges(client: &Client, out: &Out, cmd: &BridgesCmd) -> Result<String, CtlError> {
+    let one = |name: &str, action: &str| {
+        let path = format!("/api/v1/bridges/{}/{action}", encode(name));
+        client.send_json(false, &path, &serde_json::json!({}))
+    };
+    match cmd {
+        BridgesCmd::List => out.show(client.get("/api/v1/bridges")?, |l: &List<BridgeSummary>| {
+            render::bridges(&l.data)
+        }),
+        BridgesCmd::Show { name } => out.show(
+            client.get(&format!("/api/v1/bridges/{}", encode(name)))?,
+            |b: &BridgeDetail| render::bridge(b),
+        ),
+        BridgesCmd::Restart { name } => restart(client, out, &format!("bridges/{name}")),
+        BridgesCmd::Pause { name } => out.show(one(name, "pause")?, |b: &BridgeSummary| {
+            format!(
+                "paused {} (messages keep queueing: {} queued)\n",
+                b.name,
+                queued(b)
+            )
+        }),
+        BridgesCmd::Resume { name } => out.show(one(name, "resume")?, |b: &BridgeSummary| {
+            format!(
+                "resumed {} ({} queued, state {})\n",
+                b.name,
+                queued(b),
+                b.state
+            )
+        }),
+    }
+}
+
+fn queued(b: &BridgeSummary) -> u64 {
+    b.queued.memory_messages + b.queued.disk_messages
 }
 
 fn clients(client: &Client, out: &Out, cmd: &ClientsCmd) -> Result<String, CtlError> {

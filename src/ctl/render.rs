@@ -4,8 +4,8 @@
 use std::fmt::Write as _;
 
 use crate::mgmt::types::{
-    ClientDetail, ClientSummary, RetainedMessage, RetainedSummary, RouteEntry, Status,
-    SubscriptionEntry, TreeEntry,
+    BridgeDetail, BridgeSummary, ClientDetail, ClientSummary, RetainedMessage, RetainedSummary,
+    RouteEntry, Status, SubscriptionEntry, TreeEntry,
 };
 
 /// Columns padded to their widest cell; the last column is not padded.
@@ -202,6 +202,99 @@ pub fn retained_message(m: &RetainedMessage) -> String {
         ("bytes", m.payload_bytes.to_string()),
         ("expires", expires),
         ("payload", payload),
+    ])
+}
+
+fn dropped_total(b: &BridgeSummary) -> u64 {
+    b.dropped.values().sum()
+}
+
+pub fn bridges(list: &[BridgeSummary]) -> String {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|b| {
+            let q = &b.queued;
+            vec![
+                b.name.clone(),
+                b.kind.clone(),
+                b.remote.clone(),
+                b.state.clone(),
+                (q.memory_messages + q.disk_messages).to_string(),
+                (q.memory_bytes + q.disk_bytes).to_string(),
+                q.disk_messages.to_string(),
+                b.inflight.to_string(),
+                b.sent.to_string(),
+                b.retried.to_string(),
+                dropped_total(b).to_string(),
+            ]
+        })
+        .collect();
+    let text = table(
+        &[
+            "NAME", "KIND", "REMOTE", "STATE", "QUEUED", "BYTES", "ON DISK", "INFLIGHT", "SENT",
+            "RETRIED", "DROPPED",
+        ],
+        &rows,
+    );
+    or_empty(text, rows.len(), "bridges")
+}
+
+pub fn bridge(d: &BridgeDetail) -> String {
+    let (b, c) = (&d.summary, &d.config);
+    let q = &b.queued;
+    let dropped: Vec<String> = b
+        .dropped
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(r, n)| format!("{r} {n}"))
+        .collect();
+    let ttl = c
+        .buffer_request_ttl_secs
+        .map_or_else(|| "none".to_owned(), duration);
+    pairs(&[
+        ("name", b.name.clone()),
+        ("kind", b.kind.clone()),
+        ("remote", b.remote.clone()),
+        ("state", b.state.clone()),
+        ("link", b.link.clone()),
+        (
+            "queued (memory)",
+            format!("{} messages, {} bytes", q.memory_messages, q.memory_bytes),
+        ),
+        (
+            "queued (disk)",
+            format!("{} messages, {} bytes", q.disk_messages, q.disk_bytes),
+        ),
+        ("inflight", b.inflight.to_string()),
+        ("sent", b.sent.to_string()),
+        ("retried", b.retried.to_string()),
+        (
+            "dropped",
+            if dropped.is_empty() {
+                "0".to_owned()
+            } else {
+                format!("{} ({})", dropped_total(b), dropped.join(", "))
+            },
+        ),
+        ("client id", c.client_id.clone()),
+        ("protocol", c.protocol.clone()),
+        ("clean start", yes_no(c.clean_start)),
+        ("username", c.username.clone().unwrap_or_default()),
+        (
+            "password",
+            if c.password_set { "(set)" } else { "" }.to_owned(),
+        ),
+        ("local topics", c.local_topics.join(", ")),
+        ("remote prefix", c.remote_prefix.clone()),
+        ("qos", c.qos.to_string()),
+        ("max inflight", c.max_inflight.to_string()),
+        (
+            "buffer",
+            format!(
+                "{}, memory {} bytes, max {} bytes, request ttl {ttl}",
+                c.buffer_mode, c.buffer_memory_bytes, c.buffer_max_bytes
+            ),
+        ),
     ])
 }
 

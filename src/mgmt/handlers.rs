@@ -13,8 +13,9 @@ use serde::Deserialize;
 use super::error::ApiError;
 use super::log::LogError;
 use super::types::{
-    ClientDetail, ClientSummary, Deleted, Kicked, List, LogLevel, RestartRequest, Restarted,
-    RetainedMessage, RetainedSummary, RouteEntry, Status, SubscriptionEntry, TreeEntry,
+    BridgeDetail, BridgeSummary, ClientDetail, ClientSummary, Deleted, Kicked, List, LogLevel,
+    RestartRequest, Restarted, RetainedMessage, RetainedSummary, RouteEntry, Status,
+    SubscriptionEntry, TreeEntry,
 };
 use super::{query, AppState};
 
@@ -194,6 +195,64 @@ pub async fn restart(State(app): State<AppState>, body: Bytes) -> ApiResult<Rest
             format!("cannot restart {path:?}: {e}"),
         )),
     }
+}
+
+fn unknown_bridge(name: &str) -> ApiError {
+    ApiError::not_found(format!("no bridge {name:?}"))
+}
+
+fn bridge_handle(
+    app: &AppState,
+    name: &str,
+) -> Result<std::sync::Arc<roost_actors::bridge::BridgeHandle>, ApiError> {
+    app.shared
+        .ctx
+        .bridges
+        .get(name)
+        .ok_or_else(|| unknown_bridge(name))
+}
+
+pub async fn bridges(State(app): State<AppState>) -> ApiResult<List<BridgeSummary>> {
+    let data = app
+        .shared
+        .ctx
+        .bridges
+        .list()
+        .iter()
+        .map(|h| query::bridge_summary(h))
+        .collect();
+    Ok(Json(List { data }))
+}
+
+pub async fn bridge(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<BridgeDetail> {
+    let h = bridge_handle(&app, &name)?;
+    Ok(Json(query::bridge_detail(&h)))
+}
+
+/// Idempotent: pausing a paused bridge answers its state again.
+pub async fn bridge_pause(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<BridgeSummary> {
+    let h = bridge_handle(&app, &name)?;
+    if h.pause() {
+        tracing::info!(bridge = %name, "bridge_paused");
+    }
+    Ok(Json(query::bridge_summary(&h)))
+}
+
+pub async fn bridge_resume(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<BridgeSummary> {
+    let h = bridge_handle(&app, &name)?;
+    if h.resume() {
+        tracing::info!(bridge = %name, "bridge_resumed");
+    }
+    Ok(Json(query::bridge_summary(&h)))
 }
 
 fn log_unavailable() -> ApiError {

@@ -36,6 +36,10 @@ pub fn router(state: AppState) -> Router {
             "/retained/{*topic}",
             get(h::retained_get).delete(h::retained_delete),
         )
+        .route("/bridges", get(h::bridges))
+        .route("/bridges/{name}", get(h::bridge))
+        .route("/bridges/{name}/pause", post(h::bridge_pause))
+        .route("/bridges/{name}/resume", post(h::bridge_resume))
         .route("/tree", get(h::tree))
         .route("/restart", post(h::restart))
         .route("/log/level", get(h::log_level).put(h::set_log_level));

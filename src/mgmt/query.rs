@@ -10,12 +10,15 @@ use std::time::Instant;
 
 use futures::StreamExt;
 use ractor::ActorRef;
+use roost_actors::bridge::BridgeHandle;
 use roost_actors::broker::BrokerCtx;
 use roost_actors::listener::ListenerMsg;
+use roost_actors::overflow::OverflowMode;
 use roost_actors::registry::RegistryMsg;
 use roost_actors::session::{SessionInfo, SessionMsg};
 use roost_actors::storage_owner::{StorageOwnerMsg, StorageSlot};
 use roost_actors::supervisor::TreeNode;
+use roost_protocol::packet::ProtocolVersion;
 use roost_protocol::{topic, ClientId, Message};
 use roost_storage::StorageStats;
 
@@ -262,4 +265,76 @@ pub fn restarts_by_path(tree: &TreeNode) -> Vec<(String, u64)> {
 /// Whether `node` and everything below it is running.
 pub fn all_running(node: &TreeNode) -> bool {
     node.status == "running" && node.children.iter().all(all_running)
+}
+
+/// One bridge's row of `GET /api/v1/bridges`, from its live handle.
+pub fn bridge_summary(h: &BridgeHandle) -> types::BridgeSummary {
+    let s = h.stats();
+    let m = &s.mailbox;
+    let link = s.state.as_str().to_owned();
+    types::BridgeSummary {
+        name: s.name.clone(),
+        kind: "mqtt".to_owned(),
+        remote: h.config.remote.clone(),
+        state: if s.paused {
+            "paused".to_owned()
+        } else {
+            link.clone()
+        },
+        link,
+        paused: s.paused,
+        queued: types::BridgeQueued {
+            memory_messages: m.memory_messages,
+            memory_bytes: m.memory_bytes,
+            disk_messages: m.disk_messages,
+            disk_bytes: m.disk_bytes,
+        },
+        inflight: s.inflight,
+        sent: s.sent,
+        retried: s.retried,
+        dropped: s
+            .dropped
+            .iter()
+            .map(|(reason, n)| ((*reason).to_owned(), *n))
+            .collect(),
+    }
+}
+
+/// `GET /api/v1/bridges/{name}`: the summary and the config, no password.
+pub fn bridge_detail(h: &BridgeHandle) -> types::BridgeDetail {
+    let c = &h.config;
+    let ms = |d: std::time::Duration| d.as_millis() as u64;
+    types::BridgeDetail {
+        summary: bridge_summary(h),
+        config: types::BridgeConfigView {
+            remote: c.remote.clone(),
+            client_id: c.client_id.clone(),
+            protocol: match c.protocol {
+                ProtocolVersion::V311 => "3.1.1",
+                ProtocolVersion::V5 => "5",
+            }
+            .to_owned(),
+            clean_start: c.clean_start,
+            session_expiry_secs: c.session_expiry,
+            username: c.username.clone(),
+            password_set: c.password.is_some(),
+            keep_alive_secs: c.keep_alive.as_secs(),
+            local_topics: c.local_topics.clone(),
+            remote_prefix: c.remote_prefix.clone(),
+            qos: c.qos as u8,
+            max_inflight: c.max_inflight,
+            connect_timeout_ms: ms(c.connect_timeout),
+            reconnect_min_ms: ms(c.reconnect_min),
+            reconnect_max_ms: ms(c.reconnect_max),
+            buffer_mode: match c.buffer.mode {
+                OverflowMode::Memory => "memory",
+                OverflowMode::VolatileOffload => "volatile_offload",
+                OverflowMode::Durable => "durable",
+            }
+            .to_owned(),
+            buffer_memory_bytes: c.buffer.memory_bytes,
+            buffer_max_bytes: c.buffer.max_bytes,
+            buffer_request_ttl_secs: c.buffer.request_ttl.map(|d| d.as_secs()),
+        },
+    }
 }

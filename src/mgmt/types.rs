@@ -3,6 +3,7 @@
 //! drift apart. Field names are the wire format: add fields, never rename
 //! (a `/api/v2` would be the place for that).
 
+use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -166,6 +167,77 @@ pub struct Restarted {
     /// store (persistent) or ended (clean).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored: Option<bool>,
+}
+
+/// One row of `GET /api/v1/bridges`, and the answer of
+/// `POST /api/v1/bridges/{name}/pause|resume`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BridgeSummary {
+    pub name: String,
+    /// `mqtt` (egress to a remote MQTT broker).
+    pub kind: String,
+    /// `host:port`.
+    pub remote: String,
+    /// `connected`, `connecting`, `disconnected`, or `paused` (paused by
+    /// an operator, whatever the connection's state: see `link`).
+    pub state: String,
+    /// The connection: `connected`, `connecting` or `disconnected`.
+    pub link: String,
+    pub paused: bool,
+    pub queued: BridgeQueued,
+    /// Sent and not yet acknowledged by the remote (or not yet settled).
+    pub inflight: u64,
+    /// Acknowledged by the remote (QoS 1) or written (QoS 0).
+    pub sent: u64,
+    /// Sent again after a reconnect (DUP).
+    pub retried: u64,
+    /// By reason: queue_full, expired, store_error, rejected, too_large, corrupt.
+    pub dropped: BTreeMap<String, u64>,
+}
+
+/// Messages waiting in a bridge's buffer (records: topic + payload).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BridgeQueued {
+    pub memory_messages: u64,
+    pub memory_bytes: u64,
+    /// Only on disk (not also in memory).
+    pub disk_messages: u64,
+    pub disk_bytes: u64,
+}
+
+/// `GET /api/v1/bridges/{name}`: the summary and its configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BridgeDetail {
+    #[serde(flatten)]
+    pub summary: BridgeSummary,
+    pub config: BridgeConfigView,
+}
+
+/// A bridge's configuration as the node runs it; the password is never
+/// shown (`password_set` says whether there is one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BridgeConfigView {
+    pub remote: String,
+    pub client_id: String,
+    /// `3.1.1` or `5`.
+    pub protocol: String,
+    pub clean_start: bool,
+    pub session_expiry_secs: u32,
+    pub username: Option<String>,
+    pub password_set: bool,
+    pub keep_alive_secs: u64,
+    pub local_topics: Vec<String>,
+    pub remote_prefix: String,
+    pub qos: u8,
+    pub max_inflight: u16,
+    pub connect_timeout_ms: u64,
+    pub reconnect_min_ms: u64,
+    pub reconnect_max_ms: u64,
+    /// `memory`, `volatile_offload` or `durable`.
+    pub buffer_mode: String,
+    pub buffer_memory_bytes: u64,
+    pub buffer_max_bytes: u64,
+    pub buffer_request_ttl_secs: Option<u64>,
 }
 
 /// `GET` / `PUT /api/v1/log/level`.

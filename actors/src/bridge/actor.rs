@@ -350,9 +350,13 @@ impl BridgeState {
         }
     }
 
-    /// Fill the window from the mailbox while connected.
+    /// Fill the window from the mailbox while connected and not paused
+    /// (`BridgeHandle::resume` wakes the actor again).
     async fn pump(&mut self, myself: &ActorRef<BridgeMsg>) {
         loop {
+            if self.handle.is_paused() {
+                return;
+            }
             let Some(link) = &self.link else { return };
             let room = link.window.saturating_sub(self.unacked());
             if room == 0 {
