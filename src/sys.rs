@@ -44,6 +44,9 @@ pub enum SysMsg {
     Tick,
 }
 
+// Local-only (ractor's `cluster` feature: see the workspace Cargo.toml).
+impl ractor::Message for SysMsg {}
+
 pub struct SysState {
     app: AppState,
     timer: JoinHandle<()>,

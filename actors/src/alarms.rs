@@ -40,6 +40,9 @@ pub enum AlarmsMsg {
     Check,
 }
 
+// Local-only (ractor's `cluster` feature: see the workspace Cargo.toml).
+impl ractor::Message for AlarmsMsg {}
+
 pub struct AlarmsState {
     ctx: Arc<BrokerCtx>,
     timer: JoinHandle<()>,

@@ -64,6 +64,9 @@ pub enum ConnectionMsg {
     CloseTimeout,
 }
 
+// Local-only (ractor's `cluster` feature: see the workspace Cargo.toml).
+impl ractor::Message for ConnectionMsg {}
+
 pub struct Connection;
 
 pub struct ConnectionArgs {

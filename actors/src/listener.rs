@@ -46,6 +46,9 @@ pub enum ListenerMsg {
     Drain(Duration, RpcReplyPort<usize>),
 }
 
+// Local-only (ractor's `cluster` feature: see the workspace Cargo.toml).
+impl ractor::Message for ListenerMsg {}
+
 pub struct ListenerState {
     local_addr: SocketAddr,
     accept: Option<AbortOnDrop>,

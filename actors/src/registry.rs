@@ -66,6 +66,9 @@ pub enum RegistryMsg {
     RestartSession(ClientId, RpcReplyPort<Option<bool>>),
 }
 
+// Local-only (ractor's `cluster` feature: see the workspace Cargo.toml).
+impl ractor::Message for RegistryMsg {}
+
 pub struct Registry;
 
 pub struct RegistryArgs {

@@ -228,6 +228,9 @@ pub enum RetainerMsg {
     Sweep,
 }
 
+// Local-only (ractor's `cluster` feature: see the workspace Cargo.toml).
+impl ractor::Message for RetainerMsg {}
+
 impl Actor for Retainer {
     type Msg = RetainerMsg;
     type State = Arc<RetainedStore>;

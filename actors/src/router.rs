@@ -413,6 +413,9 @@ pub enum RouterMsg {
     },
 }
 
+// Local-only (ractor's `cluster` feature: see the workspace Cargo.toml).
+impl ractor::Message for RouterMsg {}
+
 /// The router actor: the single writer of the route table.
 pub struct Router;
 

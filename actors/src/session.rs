@@ -70,6 +70,9 @@ pub enum SessionMsg {
     Info(RpcReplyPort<SessionInfo>),
 }
 
+// Local-only (ractor's `cluster` feature: see the workspace Cargo.toml).
+impl ractor::Message for SessionMsg {}
+
 #[derive(Debug, Clone, Copy)]
 pub enum TimerKind {
     Expire,

@@ -35,6 +35,9 @@ pub enum StorageOwnerMsg {
     Stats(RpcReplyPort<StorageStats>),
 }
 
+// Local-only (ractor's `cluster` feature: see the workspace Cargo.toml).
+impl ractor::Message for StorageOwnerMsg {}
+
 impl Actor for StorageOwner {
     type Msg = StorageOwnerMsg;
     type State = Storage;

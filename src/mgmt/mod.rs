@@ -86,6 +86,9 @@ pub enum MgmtMsg {
     LocalAddr(RpcReplyPort<SocketAddr>),
 }
 
+// Local-only (ractor's `cluster` feature: see the workspace Cargo.toml).
+impl ractor::Message for MgmtMsg {}
+
 pub struct MgmtState {
     local_addr: SocketAddr,
     /// Sending (or dropping) it starts the server's graceful shutdown.

@@ -85,6 +85,9 @@ impl From<Packet> for Inbound {
     }
 }
 
+// Local-only (ractor's `cluster` feature: see the workspace Cargo.toml).
+impl ractor::Message for BridgeMsg {}
+
 /// A publish taken from the mailbox and not yet settled.
 struct Inflight {
     seq: u64,

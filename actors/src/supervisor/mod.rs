@@ -236,6 +236,9 @@ pub enum SupervisorMsg {
     Internal(Internal),
 }
 
+// Local-only (ractor's `cluster` feature: see the workspace Cargo.toml).
+impl ractor::Message for SupervisorMsg {}
+
 /// Messages a supervisor sends itself from its background steps.
 #[doc(hidden)]
 pub struct Internal(actor::InternalMsg);

@@ -65,6 +65,9 @@ pub(super) enum WorkerMsg {
     Ping(RpcReplyPort<()>),
 }
 
+// Local-only (ractor's `cluster` feature: see the workspace Cargo.toml).
+impl ractor::Message for WorkerMsg {}
+
 pub(super) struct Worker;
 
 pub(super) struct WorkerArgs {
