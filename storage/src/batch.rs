@@ -44,6 +44,8 @@ pub(crate) enum BatchOp {
     SetAwaitingRel(String, Option<Vec<u8>>),
     PutRetained(String, Vec<u8>),
     DeleteRetained(String),
+    PutCluster(String, Vec<u8>),
+    DeleteCluster(String),
     /// A named FIFO queue (`fifo.rs`).
     Fifo(FifoOp),
 }
@@ -187,6 +189,21 @@ impl Batch {
         };
         self.ops
             .push(BatchOp::SetAwaitingRel(client_id.to_string(), value));
+        self
+    }
+
+    /// Store (replace) a record of the cluster layer under `key` (the
+    /// `cluster` column family: member list, later evacuation state). The
+    /// record type is the caller's; it is encoded like every other record.
+    pub fn put_cluster(&mut self, key: &str, record: &impl serde::Serialize) -> &mut Batch {
+        let value = self.encoded("cluster record", record);
+        self.ops.push(BatchOp::PutCluster(key.to_string(), value));
+        self
+    }
+
+    /// Delete the cluster record `key` (absent: no-op).
+    pub fn delete_cluster(&mut self, key: &str) -> &mut Batch {
+        self.ops.push(BatchOp::DeleteCluster(key.to_string()));
         self
     }
 
@@ -374,6 +391,14 @@ impl<'a> Plan<'a> {
             BatchOp::DeleteRetained(topic) => {
                 self.ops
                     .push(Op::Delete(ColumnFamily::Retained, topic.into_bytes()));
+            }
+            BatchOp::PutCluster(key, value) => {
+                self.ops
+                    .push(Op::Put(ColumnFamily::Cluster, key.into_bytes(), value));
+            }
+            BatchOp::DeleteCluster(key) => {
+                self.ops
+                    .push(Op::Delete(ColumnFamily::Cluster, key.into_bytes()));
             }
             BatchOp::Fifo(op) => return self.fifo.add(self.storage, self.registry, op),
         }

@@ -9,7 +9,7 @@
 //! | `session_msgs`  | `queue(c)` ++ `seq u64 BE` ++ `0x01`         | `InflightState`       |
 //! | `session_msgs`  | `queue(c)` ++ `u64::MAX BE` ++ `0x02`        | `AwaitingRel`         |
 //! | `retained`      | topic (UTF-8)                               | `StoredMessage`       |
-//! | `cluster`       | (reserved for membership, evacuation state) |                       |
+//! | `cluster`       | `member/<node name>` (roost-cluster)         | its `MemberRecord`    |
 //! | `bridge_queues` | `fifo(q)` = `len(q) u16 BE` ++ `q`           | `FifoMeta`            |
 //! | `bridge_queues` | `fifo(q)` ++ `seq u64 BE`                    | `FifoItem`            |
 //!

@@ -131,6 +131,40 @@ impl Storage {
         failed.map_or(Ok(messages), Err)
     }
 
+    /// Every cluster record whose key starts with `prefix`, in key order, as
+    /// (key, record). Corrupt records are skipped, reported and counted; a
+    /// record of a newer format is an error.
+    pub fn load_cluster<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, T)>> {
+        let mut out = Vec::new();
+        let mut failed = None;
+        let cf = ColumnFamily::Cluster;
+        self.engine()
+            .scan(cf, prefix.as_bytes(), None, &mut |key, value| {
+                if !key.starts_with(prefix.as_bytes()) {
+                    return false;
+                }
+                match self.decode_or_report::<T>(cf, key, value) {
+                    Ok(Some(record)) => match std::str::from_utf8(key) {
+                        Ok(k) => out.push((k.to_owned(), record)),
+                        Err(_) => {
+                            let why = RecordError::KeyMismatch("cluster key is not UTF-8");
+                            self.report_corrupt(cf, key, &why);
+                        }
+                    },
+                    Ok(None) => {}
+                    Err(e) => {
+                        failed = Some(e);
+                        return false;
+                    }
+                }
+                true
+            })?;
+        failed.map_or(Ok(out), Err)
+    }
+
     /// Up to `limit` messages of a session's queue with a seq above
     /// `after_seq` (0: from the start), with their inflight state. Memory use
     /// is bounded by `limit`, whatever the queue's length: page a long queue

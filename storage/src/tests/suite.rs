@@ -31,6 +31,7 @@ both_engines!(
     put_session_replaces_the_record,
     load_sessions_lists_every_session_in_client_id_order,
     retained_message_round_trips_and_deletes,
+    cluster_records_round_trip_by_prefix,
     queued_message_round_trips_with_every_field,
     append_assigns_consecutive_seqs_in_fifo_order,
     append_to_client_without_session_is_refused,
@@ -95,6 +96,29 @@ fn retained_message_round_trips_and_deletes(s: &Storage) {
     s.delete_retained("a/c").unwrap();
     s.delete_retained("never/stored").unwrap();
     assert_eq!(s.load_retained().unwrap().len(), 1);
+}
+
+fn cluster_records_round_trip_by_prefix(s: &Storage) {
+    let mut b = Batch::new();
+    b.put_cluster("member/b@h", &(2u64, "two".to_string()));
+    b.put_cluster("member/a@h", &(1u64, "one".to_string()));
+    b.put_cluster("other/x", &(9u64, "x".to_string()));
+    s.commit(b).unwrap();
+    let members: Vec<(String, (u64, String))> = s.load_cluster("member/").unwrap();
+    assert_eq!(
+        members,
+        vec![
+            ("member/a@h".to_string(), (1, "one".to_string())),
+            ("member/b@h".to_string(), (2, "two".to_string())),
+        ]
+    );
+    let mut b = Batch::new();
+    b.delete_cluster("member/a@h")
+        .delete_cluster("member/never");
+    s.commit(b).unwrap();
+    let members: Vec<(String, (u64, String))> = s.load_cluster("member/").unwrap();
+    assert_eq!(members.len(), 1);
+    assert_eq!(s.load_cluster::<(u64, String)>("other/").unwrap().len(), 1);
 }
 
 fn queued_message_round_trips_with_every_field(s: &Storage) {
