@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! roost start [--config FILE] [--node-name NAME] [--mqtt ADDR] [--mgmt ADDR] [--data-dir DIR]
+//!             [--cluster-listen ADDR] [--seeds HOST:PORT,...] [--cookie SECRET]
 //! roost print-default-config
 //! roost check-config FILE
 //! roost ctl [--node URL] [--token T | --data-dir DIR] [--json] COMMAND   (see `crate::ctl`)
@@ -66,6 +67,17 @@ pub struct StartArgs {
     /// Data directory (overrides node.data_dir).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Cluster transport listen address, e.g. 0.0.0.0:4370 (overrides cluster.listen).
+    #[arg(long, value_name = "ADDR")]
+    pub cluster_listen: Option<SocketAddr>,
+    /// Other nodes to join, `host:port,...` (static discovery: sets cluster.seeds
+    /// and cluster.discovery = "static").
+    #[arg(long, value_name = "HOST:PORT,...", value_delimiter = ',')]
+    pub seeds: Option<Vec<String>>,
+    /// Shared secret of the cluster (overrides cluster.cookie; also
+    /// ROOST_CLUSTER__COOKIE). Never logged.
+    #[arg(long, value_name = "SECRET", hide_env_values = true)]
+    pub cookie: Option<String>,
 }
 
 impl StartArgs {
@@ -82,6 +94,16 @@ impl StartArgs {
         }
         if let Some(dir) = &self.data_dir {
             cfg.node.data_dir.clone_from(dir);
+        }
+        if let Some(addr) = self.cluster_listen {
+            cfg.cluster.listen = addr;
+        }
+        if let Some(seeds) = &self.seeds {
+            cfg.cluster.seeds.clone_from(seeds);
+            cfg.cluster.discovery = "static".to_owned();
+        }
+        if let Some(cookie) = &self.cookie {
+            cfg.cluster.cookie.clone_from(cookie);
         }
     }
 
@@ -275,6 +297,7 @@ mod tests {
             mqtt: None,
             mgmt: None,
             data_dir: Some(PathBuf::from("/flag")),
+            ..StartArgs::default()
         };
         let cfg = args.load_config(&env);
         let _ = std::fs::remove_file(&path);
@@ -283,6 +306,34 @@ mod tests {
         assert_eq!(cfg.node.data_dir, PathBuf::from("/flag"));
         assert_eq!(cfg.mqtt.listen.port(), 2000);
         assert_eq!(cfg.mqtt.max_inflight, 5);
+    }
+
+    #[test]
+    fn cluster_flags_set_listen_seeds_static_discovery_and_cookie() {
+        let args = StartArgs {
+            cluster_listen: Some("127.0.0.1:5000".parse().unwrap()),
+            seeds: Some(vec!["n1.example:4370".into(), "n2.example:4370".into()]),
+            cookie: Some("from-the-flag".into()),
+            ..StartArgs::default()
+        };
+        let env = vec![(
+            "ROOST_CLUSTER__COOKIE".to_owned(),
+            "from-env-var".to_owned(),
+        )];
+        let cfg = args.load_config(&env).expect("valid config");
+        assert_eq!(cfg.cluster.listen.port(), 5000);
+        assert_eq!(cfg.cluster.discovery, "static");
+        assert_eq!(cfg.cluster.seeds.len(), 2);
+        assert_eq!(cfg.cluster.cookie, "from-the-flag");
+        let env_only = StartArgs::default().load_config(&env).unwrap();
+        assert_eq!(env_only.cluster.cookie, "from-env-var");
+
+        let bad = StartArgs {
+            seeds: Some(vec!["no-port".into()]),
+            ..StartArgs::default()
+        };
+        let errors = bad.load_config(&[]).expect_err("a seed without a port");
+        assert!(errors.find("cluster.seeds").is_some(), "{errors}");
     }
 
     #[test]

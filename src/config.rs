@@ -25,6 +25,7 @@ mod validate;
 pub use load::{load, parse, ENV_NOT_CONFIG, ENV_PREFIX};
 pub use problem::{ConfigErrors, ConfigProblem, Origin, ProblemKind};
 pub use units::{ByteSize, DurationError, HumanDuration, SizeError};
+pub use validate::discovery as discovery_settings;
 
 /// The commented default configuration, printed by `roost print-default-config`.
 pub const DEFAULT_CONFIG: &str = include_str!("default_config.toml");
@@ -39,6 +40,7 @@ pub struct Config {
     pub mgmt: MgmtConfig,
     pub storage: StorageConfig,
     pub sys_topics: SysTopicsConfig,
+    pub cluster: ClusterConfig,
     /// `[[bridges]]`: none by default.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub bridges: Vec<BridgeConfig>,
@@ -135,6 +137,59 @@ impl Default for SysTopicsConfig {
     }
 }
 
+/// `[cluster]`: joining other nodes (issue #4). See default_config.toml.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Nodes of another cluster name are refused.
+    pub name: String,
+    /// Where the cluster transport listens.
+    pub listen: SocketAddr,
+    /// `host:port` peers dial to reach this node; empty: the host part of
+    /// `node.name` and the port of `listen`.
+    pub advertise: String,
+    /// Shared secret of the cluster. Empty: generated into
+    /// `<data_dir>/cluster.cookie` (0600) on first start, so a node never
+    /// accepts peers with a well-known default. Never logged.
+    pub cookie: String,
+    /// `manual`, `static` or `dns`.
+    pub discovery: String,
+    /// `static`: `host:port` of other nodes.
+    pub seeds: Vec<String>,
+    /// `dns`: the name to query, the record type (`a`, `aaaa`, `srv`) and
+    /// how often to query it again.
+    pub dns_name: String,
+    pub dns_record: String,
+    pub dns_interval: HumanDuration,
+    pub heartbeat_interval: HumanDuration,
+    pub heartbeat_timeout: HumanDuration,
+    pub connect_timeout: HumanDuration,
+    pub reconnect_max: HumanDuration,
+    /// Bytes queued in memory per peer for forwarding.
+    pub forward_buffer: ByteSize,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            name: "roost".to_owned(),
+            listen: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 4370)),
+            advertise: String::new(),
+            cookie: String::new(),
+            discovery: "manual".to_owned(),
+            seeds: Vec::new(),
+            dns_name: String::new(),
+            dns_record: "a".to_owned(),
+            dns_interval: HumanDuration::from_secs(10),
+            heartbeat_interval: HumanDuration::from_secs(1),
+            heartbeat_timeout: HumanDuration::from_secs(4),
+            connect_timeout: HumanDuration::from_secs(3),
+            reconnect_max: HumanDuration::from_secs(2),
+            forward_buffer: ByteSize::bytes(64 << 20),
+        }
+    }
+}
+
 /// `[mqtt]`: the MQTT listener and protocol limits. See `default_config.toml` for the
 /// meaning of each key; the field docs say why the type is what it is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -217,8 +272,9 @@ impl Default for MqttConfig {
     }
 }
 
-/// `[[bridges]]`: one bridge (issue #6). Only `kind = "mqtt"` (egress) exists;
-/// see default_config.toml for every key.
+/// `[[bridges]]`: one bridge (issue #6): `kind = "mqtt"` (egress to a remote
+/// MQTT broker), `"mqtt_ingress"` (remote topics -> local publishes) or
+/// `"http"` (POST to a URL); see default_config.toml for every key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BridgeConfig {
@@ -246,6 +302,21 @@ pub struct BridgeConfig {
     pub connect_timeout: HumanDuration,
     pub reconnect_min: HumanDuration,
     pub reconnect_max: HumanDuration,
+    /// Sent messages unacknowledged this long: the bridge shows `blocked`.
+    pub ack_timeout: HumanDuration,
+    /// `kind = "http"`: the URL messages are POSTed to (`http://host:port/path`).
+    pub url: String,
+    /// `kind = "http"`: extra request headers.
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// `kind = "http"`: bounds one request (connect, send, answer).
+    pub request_timeout: HumanDuration,
+    /// `kind = "http"`: messages per POST at most (1: one JSON object; more: an array).
+    pub batch_size: u32,
+    /// `kind = "mqtt_ingress"`: filters subscribed on the remote.
+    pub remote_topics: Vec<String>,
+    /// `kind = "mqtt_ingress"`: the local topic is `local_prefix` + the remote
+    /// topic without `remote_prefix`.
+    pub local_prefix: String,
     pub buffer: BridgeBufferConfig,
 }
 
@@ -269,6 +340,13 @@ impl Default for BridgeConfig {
             connect_timeout: HumanDuration::from_secs(10),
             reconnect_min: HumanDuration::from_secs(1),
             reconnect_max: HumanDuration::from_secs(30),
+            ack_timeout: HumanDuration::from_secs(30),
+            url: String::new(),
+            headers: std::collections::BTreeMap::new(),
+            request_timeout: HumanDuration::from_secs(10),
+            batch_size: 1,
+            remote_topics: Vec::new(),
+            local_prefix: String::new(),
             buffer: BridgeBufferConfig::default(),
         }
     }
@@ -308,6 +386,7 @@ impl Config {
         validate::mqtt_limits(&self.mqtt, &mut problems);
         validate::mqtt_timers(&self.mqtt, &mut problems);
         validate::mgmt(&self.mgmt, &mut problems);
+        validate::cluster(&self.cluster, &mut problems);
         validate::bridges(&self.bridges, &mut problems);
         problems
     }

@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context};
 use ractor::{Actor, ActorRef};
 use roost_actors::alarms::{Alarms, AlarmsArgs};
-use roost_actors::bridge::{Bridge, BridgeArgs, BridgeHandle};
+use roost_actors::bridge::BridgeHandle;
 use roost_actors::broker::{BrokerConfig, BrokerCtx};
 use roost_actors::listener::{Listener, ListenerArgs, ListenerMsg};
 use roost_actors::overflow::{OverflowConfig, OverflowMode};
@@ -76,6 +76,7 @@ pub struct Node {
     ctx: Arc<BrokerCtx>,
     config: Config,
     mgmt: MgmtSlot,
+    cluster: roost_cluster::Cluster,
     join: tokio::task::JoinHandle<()>,
 }
 
@@ -108,6 +109,11 @@ impl Node {
             BrokerCtx::with_storage(broker_config(&config), random_seed(), Some(storage.clone()));
         load_retained(&ctx, storage.clone(), &store_dir(&config.node.data_dir)).await?;
         let storage_slot = StorageSlot::default();
+        let cluster = roost_cluster::ClusterShared::new(
+            cluster_settings(&config)?,
+            ctx.clone(),
+            Some(storage.clone()),
+        );
         let shared = Arc::new(mgmt::Shared {
             ctx: ctx.clone(),
             storage: storage_slot.clone(),
@@ -115,6 +121,7 @@ impl Node {
             node_name: config.node.name.clone(),
             started: Instant::now(),
             log: options.log,
+            cluster: Some(roost_cluster::Cluster(cluster.clone())),
         });
         let slot: MgmtSlot = Arc::new(Mutex::new(None));
         let args = SupervisorArgs {
@@ -133,6 +140,7 @@ impl Node {
                     config.node.memory_check_interval.as_duration(),
                 )),
                 Some(listeners_spec(&ctx, config.mqtt.listen)),
+                Some(roost_cluster::cluster_spec(cluster.clone())),
                 sys_spec(shared.clone(), config.sys_topics.interval.as_duration()),
                 Some(mgmt_spec(shared, config.mgmt.listen, slot.clone())),
             ]
@@ -152,8 +160,14 @@ impl Node {
             ctx,
             config,
             mgmt: slot,
+            cluster: roost_cluster::Cluster(cluster),
             join,
         })
+    }
+
+    /// The cluster layer (membership status, join, leave).
+    pub fn cluster(&self) -> &roost_cluster::Cluster {
+        &self.cluster
     }
 
     pub fn ctx(&self) -> &Arc<BrokerCtx> {
@@ -233,6 +247,26 @@ impl Node {
 }
 
 /// `<data_dir>/store`.
+/// The cluster layer's settings from `[cluster]` (validated already).
+pub fn cluster_settings(config: &Config) -> anyhow::Result<roost_cluster::ClusterSettings> {
+    let c = &config.cluster;
+    let cookie = mgmt::token::cluster_cookie(config)?;
+    let mut s = roost_cluster::ClusterSettings::new(&config.node.name, c.listen, &cookie);
+    s.cluster_name.clone_from(&c.name);
+    if !c.advertise.is_empty() {
+        s.advertise.clone_from(&c.advertise);
+    }
+    s.discovery = crate::config::discovery_settings(c)
+        .map_err(|e| anyhow!("invalid cluster discovery settings: {e}"))?;
+    s.discovery_interval = c.dns_interval.as_duration();
+    s.heartbeat_interval = c.heartbeat_interval.as_duration();
+    s.heartbeat_timeout = c.heartbeat_timeout.as_duration();
+    s.connect_timeout = c.connect_timeout.as_duration();
+    s.reconnect_max = c.reconnect_max.as_duration();
+    s.forward_buffer = c.forward_buffer.as_u64();
+    Ok(s)
+}
+
 fn store_dir(data_dir: &Path) -> PathBuf {
     data_dir.join(STORE_DIR)
 }
@@ -360,16 +394,7 @@ fn bridges_spec(ctx: &Arc<BrokerCtx>, config: &Config) -> ChildSpec {
         .map(|b| {
             let handle = BridgeHandle::new(bridge_config(b));
             ctx.bridges.insert(handle.clone());
-            let ctx = ctx.clone();
-            ChildSpec::for_actor(b.name.clone(), move || {
-                (
-                    Bridge,
-                    BridgeArgs {
-                        handle: handle.clone(),
-                        ctx: ctx.clone(),
-                    },
-                )
-            })
+            roost_actors::bridge::child_spec(handle, ctx.clone())
         })
         .collect();
     let args = move || SupervisorArgs {
@@ -388,9 +413,27 @@ fn bridges_spec(ctx: &Arc<BrokerCtx>, config: &Config) -> ChildSpec {
 pub fn bridge_config(b: &crate::config::BridgeConfig) -> roost_actors::bridge::BridgeConfig {
     let buf = &b.buffer;
     let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    use roost_actors::bridge::{BridgeKind, HttpSinkConfig, IngressConfig};
+    let kind = match b.kind.as_str() {
+        "mqtt_ingress" => BridgeKind::MqttIngress(IngressConfig {
+            remote_topics: b.remote_topics.clone(),
+            local_prefix: b.local_prefix.clone(),
+        }),
+        "http" => BridgeKind::Http(HttpSinkConfig {
+            headers: b.headers.clone().into_iter().collect(),
+            request_timeout: b.request_timeout.as_duration(),
+            batch_size: b.batch_size as usize,
+        }),
+        _ => BridgeKind::MqttEgress,
+    };
     roost_actors::bridge::BridgeConfig {
         name: b.name.clone(),
-        remote: b.remote.clone(),
+        remote: if b.kind == "http" {
+            b.url.clone()
+        } else {
+            b.remote.clone()
+        },
+        kind,
         client_id: non_empty(&b.client_id).unwrap_or_else(|| format!("roost-bridge-{}", b.name)),
         clean_start: b.clean_start,
         session_expiry: u32::try_from(b.session_expiry.as_duration().as_secs()).unwrap_or(u32::MAX),
@@ -412,6 +455,7 @@ pub fn bridge_config(b: &crate::config::BridgeConfig) -> roost_actors::bridge::B
         connect_timeout: b.connect_timeout.as_duration(),
         reconnect_min: b.reconnect_min.as_duration(),
         reconnect_max: b.reconnect_max.as_duration(),
+        ack_timeout: b.ack_timeout.as_duration(),
         buffer: OverflowConfig {
             mode: match buf.mode.as_str() {
                 "memory" => OverflowMode::Memory,

@@ -40,7 +40,9 @@ fn free_port() -> u16 {
 fn start_command(args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(BIN);
     // A free port for the management API: tests run in parallel.
-    cmd.arg("start").args(["--mgmt", "127.0.0.1:0"]).args(args);
+    cmd.arg("start")
+        .args(["--mgmt", "127.0.0.1:0", "--cluster-listen", "127.0.0.1:0"])
+        .args(args);
     cmd.stdout(Stdio::null()).stderr(Stdio::null());
     for (k, v) in env {
         cmd.env(k, v);

@@ -420,7 +420,8 @@ async fn pause_queues_and_resume_delivers_in_order_over_the_api() {
         "{list}"
     );
     assert_eq!(row["state"], "paused", "{list}");
-    assert_eq!(row["link"], "connected", "{list}");
+    // Connected but taking nothing: blocked.
+    assert_eq!(row["link"], "blocked", "{list}");
     assert_eq!(row["queued"]["memory_messages"], 20, "{list}");
     assert_eq!(row["queued"]["disk_messages"], 0, "{list}");
     let rec = roost_actors::bridge::record_len("sensors/t", sent[0].as_bytes()) as u64;
@@ -428,7 +429,7 @@ async fn pause_queues_and_resume_delivers_in_order_over_the_api() {
     assert_eq!(row["inflight"], 0, "{list}");
     assert_eq!(row["sent"], 0, "{list}");
     assert_eq!(row["dropped"]["queue_full"], 0, "{list}");
-    // Paused is not disconnected: the connection gauge is unchanged.
+    // Paused is not disconnected: the link is up.
     let text = scrape(&node).await;
     assert!(
         text.lines()
@@ -509,4 +510,125 @@ async fn scrape(b: &Broker) -> String {
         .await
         .expect("scrape in time")
         .expect("scrape thread")
+}
+
+fn ingress(name: &str, port: u16) -> BridgeConfig {
+    BridgeConfig {
+        kind: "mqtt_ingress".into(),
+        client_id: format!("ingress-{name}"),
+        clean_start: false,
+        local_topics: Vec::new(),
+        remote_topics: vec!["edge/in/#".into()],
+        remote_prefix: "edge/".into(),
+        local_prefix: "site/".into(),
+        ..bridge(name, port, buffer("memory", 0, 1))
+    }
+}
+
+/// A publisher on the remote: `n` QoS 1 messages on `topic`, acknowledged.
+async fn publish_remote(addr: SocketAddr, topic: &str, payloads: &[String]) {
+    let (mut c, ack) = Raw::connect(addr, ProtocolVersion::V311, "remote-pub", true).await;
+    assert_eq!(ack.code, 0);
+    for (i, p) in payloads.iter().enumerate() {
+        c.publish_qos1(topic, p.clone().into_bytes(), (i % 60_000 + 1) as u16)
+            .await;
+    }
+    c.disconnect().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingress_publishes_remote_messages_locally_rewritten_in_order() {
+    require_mosquitto();
+    let remote = Mosquitto::start(free_port());
+    let node = start_node(vec![ingress("down", remote.port)]).await;
+    let h = handle(&node, "down");
+    wait_state(&h, LinkState::Connected).await;
+    let (mut local, _) = Raw::connect(node.addr, ProtocolVersion::V5, "local-sub", true).await;
+    local.subscribe(1, "site/#", QoS::AtLeastOnce).await;
+
+    let sent = payloads(100, 3);
+    publish_remote(remote.addr(), "edge/in/x", &sent).await;
+    // Not subscribed by the bridge.
+    publish_remote(remote.addr(), "edge/other", &payloads(1, 1)).await;
+    assert_eq!(receive(&mut local, 100).await, expected("site/in/x", &sent));
+    local.expect_nothing(QUIET).await;
+    assert!(eventually(|| async { h.stats().received == 100 && h.stats().sent == 100 }).await);
+
+    // Paused: the bridge leaves the remote, whose persistent session
+    // queues for it; resumed: the backlog arrives, in order.
+    let (status, body) = api(&node, "POST", "/api/v1/bridges/down/pause").await;
+    assert_eq!(status, 200, "{body}");
+    wait_state(&h, LinkState::Disconnected).await;
+    let more = payloads(10, 4);
+    publish_remote(remote.addr(), "edge/in/y", &more).await;
+    local.expect_nothing(QUIET).await;
+    let (status, _) = api(&node, "POST", "/api/v1/bridges/down/resume").await;
+    assert_eq!(status, 200);
+    assert_eq!(receive(&mut local, 10).await, expected("site/in/y", &more));
+    wait_state(&h, LinkState::Connected).await;
+    let (_, list) = api(&node, "GET", "/api/v1/bridges").await;
+    assert_eq!(list["data"][0]["kind"], "mqtt_ingress", "{list}");
+    assert_eq!(h.stats().received, 110);
+    node.stop().await;
+}
+
+/// SIGSTOP / SIGCONT a process (a remote that is alive but not taking).
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill runs");
+    assert!(ok.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_that_stops_acknowledging_is_blocked_then_drains_in_order() {
+    require_mosquitto();
+    let remote = Mosquitto::start(free_port());
+    let mut sub = remote_subscriber(remote.addr(), "edge/#").await;
+    let mut cfg = bridge("up", remote.port, buffer("durable", 1 << 20, 1 << 24));
+    cfg.ack_timeout = HumanDuration::from_millis(300);
+    let node = start_node(vec![cfg]).await;
+    let h = handle(&node, "up");
+    wait_state(&h, LinkState::Connected).await;
+
+    // Stopped, not dead: the TCP connection stays up, PUBACKs stop.
+    signal(remote.child.as_ref().unwrap(), "STOP");
+    let sent = payloads(50, 3);
+    publish_local(node.addr, "sensors/t", &sent).await;
+    wait_state(&h, LinkState::Blocked).await;
+    assert_eq!(h.stats().inflight, 8, "the window is full");
+    let text = scrape(&node).await;
+    for line in [
+        "roost_bridge_state{bridge=\"up\",state=\"blocked\"} 1",
+        "roost_bridge_state{bridge=\"up\",state=\"connected\"} 0",
+        "roost_bridge_connected{bridge=\"up\"} 1",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line:?} missing in:\n{text}"
+        );
+    }
+
+    signal(remote.child.as_ref().unwrap(), "CONT");
+    assert_eq!(
+        receive(&mut sub, 50).await,
+        expected("edge/sensors/t", &sent)
+    );
+    wait_state(&h, LinkState::Connected).await;
+    assert!(eventually(|| async { h.stats().sent == 50 }).await);
+    // Every acknowledged message is in the latency histogram once.
+    let text = scrape(&node).await;
+    for line in [
+        "roost_bridge_latency_seconds_count{bridge=\"up\"} 50",
+        "roost_bridge_latency_seconds_bucket{le=\"+Inf\",bridge=\"up\"} 50",
+        "roost_bridge_state{bridge=\"up\",state=\"connected\"} 1",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line:?} missing in:\n{text}"
+        );
+    }
+    node.stop().await;
 }

@@ -61,6 +61,7 @@ fn start_node_with(config: Option<&str>) -> NodeProc {
     }
     let child = cmd
         .args(["--mqtt", &mqtt.to_string(), "--mgmt", &mgmt.to_string()])
+        .args(["--cluster-listen", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(&data)
         .stdout(Stdio::null())

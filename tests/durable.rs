@@ -53,7 +53,7 @@ impl Site {
     async fn start(&self, env: &[(&str, &str)]) -> Proc {
         let mut cmd = Command::new(BIN);
         cmd.arg("start")
-            .args(["--mgmt", "127.0.0.1:0"])
+            .args(["--mgmt", "127.0.0.1:0", "--cluster-listen", "127.0.0.1:0"])
             .args(["--mqtt", &self.mqtt.to_string()])
             .arg("--data-dir")
             .arg(&self.data)

@@ -347,6 +347,7 @@ async fn restart_through_the_api_shows_in_the_tree_and_metrics() {
                 "bridges",
                 "alarms",
                 "listeners",
+                "cluster",
                 "sys",
                 "mgmt"
             ]
@@ -681,6 +682,7 @@ async fn log_level_is_changed_at_runtime() {
     let mut cfg = Config::default();
     cfg.mqtt.listen = "127.0.0.1:0".parse().unwrap();
     cfg.mgmt.listen = "127.0.0.1:0".parse().unwrap();
+    cfg.cluster.listen = "127.0.0.1:0".parse().unwrap();
     cfg.node.data_dir = temp_data_dir();
     let data_dir = cfg.node.data_dir.clone();
     let options = NodeOptions {

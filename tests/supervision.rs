@@ -22,6 +22,10 @@ async fn tree_has_the_documented_paths() {
         "alarms",
         "listeners",
         "listeners/tcp:default",
+        "cluster",
+        "cluster/forwarder",
+        "cluster/ingress",
+        "cluster/membership",
     ] {
         let n = tree
             .find(path)

@@ -1,10 +1,15 @@
-//! Bridges (issue #6): node-local actors that forward messages to another
-//! system. This slice has the MQTT egress kind: local topic filters -> a
-//! remote MQTT 3.1.1 or 5.0 broker, with a topic prefix, at QoS 0 or 1.
+//! Bridges (issue #6): node-local actors that move messages between this
+//! node and another system. Kinds ([`BridgeKind`]):
+//! - MQTT egress ([`Bridge`]): local topic filters -> a remote MQTT 3.1.1 or
+//!   5.0 broker, with a topic prefix, at QoS 0 or 1;
+//! - HTTP sink ([`HttpBridge`], `http.rs`): local topic filters -> a POST of
+//!   each message (or a batch) as JSON to a URL;
+//! - MQTT ingress ([`IngressBridge`], `ingress.rs`): remote topic filters ->
+//!   local publishes, with a topic prefix.
 //!
 //! ```text
 //! bridges (one_for_one)
-//! └── <name>     one Bridge actor per configured bridge
+//! └── <name>     one actor per configured bridge (its kind's actor)
 //! ```
 //!
 //! # How a bridge gets messages
@@ -35,6 +40,10 @@
 
 mod actor;
 mod conn;
+mod http;
+mod http_client;
+mod ingress;
+mod latency;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
@@ -47,17 +56,68 @@ use parking_lot::{Mutex, RwLock};
 use roost_protocol::packet::{ProtocolVersion, QoS};
 use roost_protocol::Message;
 
+use crate::broker::BrokerCtx;
 use crate::overflow::{OverflowConfig, OverflowMailbox, OverflowStats};
 use crate::router::RouteSink;
+use crate::supervisor::ChildSpec;
 
 pub use actor::{Bridge, BridgeArgs, BridgeMsg};
+pub use http::{HttpBridge, HttpBridgeMsg};
+pub use ingress::{IngressBridge, IngressMsg};
+pub use latency::{Latency, LatencySnapshot};
 
-/// One MQTT egress bridge, by value (from the node config).
+/// What a bridge does, and what only that kind needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BridgeKind {
+    /// `local_topics` -> the remote MQTT broker at `remote`.
+    MqttEgress,
+    /// Remote filters -> local publishes.
+    MqttIngress(IngressConfig),
+    /// `local_topics` -> HTTP POSTs to `remote` (a URL).
+    Http(HttpSinkConfig),
+}
+
+impl BridgeKind {
+    /// The config's name of the kind.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            BridgeKind::MqttEgress => "mqtt",
+            BridgeKind::MqttIngress(_) => "mqtt_ingress",
+            BridgeKind::Http(_) => "http",
+        }
+    }
+}
+
+/// An MQTT ingress bridge's own settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngressConfig {
+    /// Filters subscribed on the remote (at the bridge's `qos`).
+    pub remote_topics: Vec<String>,
+    /// The local topic is `local_prefix` + the remote topic without the
+    /// bridge's `remote_prefix` (when it starts with it).
+    pub local_prefix: String,
+}
+
+/// An HTTP sink bridge's own settings (the URL is `BridgeConfig::remote`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSinkConfig {
+    /// Sent with every request, after `content-type: application/json`.
+    pub headers: Vec<(String, String)>,
+    /// Bounds one request: connect, send, the answer's status and body.
+    pub request_timeout: Duration,
+    /// Messages per POST at most: 1 posts one JSON object, more a JSON
+    /// array of up to that many (whatever is queued, in order).
+    pub batch_size: usize,
+}
+
+/// One bridge, by value (from the node config).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BridgeConfig {
     /// Unique per node: the actor's path segment and the mailbox's name.
     pub name: String,
-    /// `host:port`, resolved again on every connect attempt.
+    pub kind: BridgeKind,
+    /// MQTT kinds: `host:port`, resolved again on every connect attempt.
+    /// HTTP: the URL (`http://host:port/path`).
     pub remote: String,
     pub client_id: String,
     pub clean_start: bool,
@@ -78,25 +138,45 @@ pub struct BridgeConfig {
     /// Reconnect backoff: doubles from `reconnect_min` up to `reconnect_max`.
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
+    /// A downstream that holds sent messages unacknowledged this long
+    /// (window full, or a request unanswered) is `blocked`.
+    pub ack_timeout: Duration,
     pub buffer: OverflowConfig,
 }
 
-/// The connection state, for logs and metrics.
+/// The downstream's state, for logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum LinkState {
     Connecting = 0,
     Connected = 1,
     Disconnected = 2,
+    /// Alive but not taking: sent messages unacknowledged past
+    /// `ack_timeout` (window full, request unanswered, HTTP 5xx), or the
+    /// bridge is paused while connected.
+    Blocked = 3,
 }
 
 impl LinkState {
+    pub const ALL: [LinkState; 4] = [
+        LinkState::Connected,
+        LinkState::Connecting,
+        LinkState::Disconnected,
+        LinkState::Blocked,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             LinkState::Connecting => "connecting",
             LinkState::Connected => "connected",
             LinkState::Disconnected => "disconnected",
+            LinkState::Blocked => "blocked",
         }
+    }
+
+    /// Connected or blocked: the link is up.
+    pub fn is_up(self) -> bool {
+        matches!(self, LinkState::Connected | LinkState::Blocked)
     }
 }
 
@@ -113,7 +193,29 @@ pub struct BridgeCounters {
     pub dropped_too_large: AtomicU64,
     /// Records that could not be decoded.
     pub dropped_corrupt: AtomicU64,
+    /// HTTP: answered with a status that is not retried (3xx, 4xx but 408
+    /// and 429).
+    pub dropped_http_rejected: AtomicU64,
+    /// Ingress: messages received from the remote (and published locally).
+    pub received: AtomicU64,
+    /// When this bridge last logged a drop (rate limit), ms since the epoch.
+    last_drop_log_ms: AtomicU64,
 }
+
+impl BridgeCounters {
+    /// At most one drop warning per bridge every 10 s.
+    pub(crate) fn may_log_drop(&self) -> bool {
+        let now = crate::broker::unix_ms();
+        let last = self.last_drop_log_ms.load(Ordering::Relaxed);
+        now.saturating_sub(last) >= 10_000
+            && self
+                .last_drop_log_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
+type ControlHook = Box<dyn Fn() + Send + Sync>;
 
 /// A bridge's shared state: outlives its actor's restarts.
 pub struct BridgeHandle {
@@ -124,8 +226,12 @@ pub struct BridgeHandle {
     /// (it keeps queueing; the inflight window may still complete).
     /// Survives actor restarts, not node restarts.
     paused: AtomicBool,
+    /// Told when an operator pauses or resumes (bridges without a mailbox).
+    control: RwLock<Option<ControlHook>>,
     inflight: AtomicU64,
     pub counters: BridgeCounters,
+    /// Time from a message's push to the downstream's acknowledgement.
+    pub latency: Latency,
 }
 
 /// What `/metrics` shows of one bridge.
@@ -133,15 +239,18 @@ pub struct BridgeHandle {
 pub struct BridgeStats {
     pub name: String,
     pub state: LinkState,
-    /// Paused by an operator (the link state is unaffected).
+    /// Paused by an operator (a connected link then shows `blocked`).
     pub paused: bool,
     pub inflight: u64,
     pub mailbox: OverflowStats,
     pub sent: u64,
     pub retried: u64,
+    /// Ingress: messages received from the remote.
+    pub received: u64,
     /// (reason, count): queue_full, expired, store_error, rejected,
-    /// too_large, corrupt.
+    /// too_large, corrupt, http_rejected.
     pub dropped: Vec<(&'static str, u64)>,
+    pub latency: LatencySnapshot,
 }
 
 impl BridgeHandle {
@@ -151,8 +260,10 @@ impl BridgeHandle {
             mailbox: Mutex::new(None),
             state: AtomicU8::new(LinkState::Disconnected as u8),
             paused: AtomicBool::new(false),
+            control: RwLock::new(None),
             inflight: AtomicU64::new(0),
             counters: BridgeCounters::default(),
+            latency: Latency::default(),
         })
     }
 
@@ -164,11 +275,19 @@ impl BridgeHandle {
         self.mailbox.lock().clone()
     }
 
+    /// The downstream's state; a paused bridge whose link is up is
+    /// `blocked` (it takes nothing).
     pub fn state(&self) -> LinkState {
-        match self.state.load(Ordering::Relaxed) {
+        let s = match self.state.load(Ordering::Relaxed) {
             0 => LinkState::Connecting,
             1 => LinkState::Connected,
+            3 => LinkState::Blocked,
             _ => LinkState::Disconnected,
+        };
+        if s == LinkState::Connected && self.is_paused() {
+            LinkState::Blocked
+        } else {
+            s
         }
     }
 
@@ -179,7 +298,20 @@ impl BridgeHandle {
     /// Stop sending new messages (they keep queueing). Whether it was
     /// running.
     pub fn pause(&self) -> bool {
-        !self.paused.swap(true, Ordering::AcqRel)
+        let was_running = !self.paused.swap(true, Ordering::AcqRel);
+        self.notify_control();
+        was_running
+    }
+
+    fn notify_control(&self) {
+        if let Some(f) = self.control.read().as_ref() {
+            f();
+        }
+    }
+
+    /// The running actor's pause/resume hook (`None` when it stops).
+    fn set_control(&self, hook: Option<ControlHook>) {
+        *self.control.write() = hook;
     }
 
     /// Send again, in order, from where the pause left off: wakes the
@@ -189,11 +321,16 @@ impl BridgeHandle {
         if let Some(m) = self.mailbox() {
             m.rewake();
         }
+        self.notify_control();
         was
     }
 
+    /// Set the state; logs `bridge_state` when it changed.
     fn set_state(&self, s: LinkState) {
-        self.state.store(s as u8, Ordering::Relaxed);
+        let old = self.state.swap(s as u8, Ordering::Relaxed);
+        if old != s as u8 {
+            tracing::info!(bridge = self.name(), state = s.as_str(), "bridge_state");
+        }
     }
 
     pub fn stats(&self) -> BridgeStats {
@@ -207,6 +344,8 @@ impl BridgeHandle {
             inflight: get(&self.inflight),
             sent: get(&c.sent),
             retried: get(&c.retried),
+            received: get(&c.received),
+            latency: self.latency.snapshot(),
             dropped: vec![
                 ("queue_full", mailbox.dropped_queue_full),
                 ("expired", mailbox.dropped_expired),
@@ -214,9 +353,30 @@ impl BridgeHandle {
                 ("rejected", get(&c.dropped_rejected)),
                 ("too_large", get(&c.dropped_too_large)),
                 ("corrupt", get(&c.dropped_corrupt)),
+                ("http_rejected", get(&c.dropped_http_rejected)),
             ],
             mailbox,
         }
+    }
+}
+
+/// The supervisor's child spec of a bridge: its kind's actor at
+/// `bridges/<name>`, with the handle that outlives its restarts.
+pub fn child_spec(handle: Arc<BridgeHandle>, ctx: Arc<BrokerCtx>) -> ChildSpec {
+    let name = handle.name().to_string();
+    match handle.config.kind {
+        BridgeKind::MqttEgress => ChildSpec::for_actor(name, move || {
+            let (handle, ctx) = (handle.clone(), ctx.clone());
+            (Bridge, BridgeArgs { handle, ctx })
+        }),
+        BridgeKind::Http(_) => ChildSpec::for_actor(name, move || {
+            let (handle, ctx) = (handle.clone(), ctx.clone());
+            (HttpBridge, BridgeArgs { handle, ctx })
+        }),
+        BridgeKind::MqttIngress(_) => ChildSpec::for_actor(name, move || {
+            let (handle, ctx) = (handle.clone(), ctx.clone());
+            (IngressBridge, BridgeArgs { handle, ctx })
+        }),
     }
 }
 

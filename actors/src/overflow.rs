@@ -38,7 +38,10 @@
 //!   queued bytes (memory + disk-only) at or under `max_bytes` after every
 //!   push: past it the *oldest* queued entries are dropped (memory first,
 //!   then disk in the same atomic batch as the push) and counted in
-//!   `dropped_queue_full`, with a warning at most every 10 s. An entry
+//!   `dropped_queue_full`, with a warning at most every 10 s. With a store,
+//!   a drop frees at least `max_bytes / 64` (one range delete per chunk,
+//!   not per push: see `excess`), so the queue may sit up to that much
+//!   under the cap after a drop; every entry dropped is counted. An entry
 //!   larger than `max_bytes` alone is refused and counted the same way.
 //!   Entries the consumer took and has not acknowledged (its inflight
 //!   window, which the consumer bounds) are not queued and never dropped.
@@ -151,6 +154,9 @@ pub enum OverflowError {
         source: StorageError,
     },
 }
+
+/// A mailbox with a store drops at least `max_bytes / this` at a time.
+const DROP_CHUNK_DIVISOR: u64 = 64;
 
 /// How often a dropping mailbox may log.
 const LOG_EVERY_MS: u64 = 10_000;
@@ -343,9 +349,18 @@ impl OverflowMailbox {
         }
     }
 
-    /// Bytes to free so that `len` more fits under `max_bytes`.
+    /// Bytes to free so that `len` more fits under `max_bytes`. With a
+    /// store, at least `max_bytes / DROP_CHUNK_DIVISOR` once anything must
+    /// go: each drop is a range delete in the store, and a queue that stays
+    /// at its cap would otherwise delete one entry per push (thousands of
+    /// range tombstones, which every later read of the queue must skip).
+    /// Every dropped entry is still counted.
     fn excess(&self, st: &State, len: u64) -> u64 {
-        (st.mem_bytes + st.disk_bytes + len).saturating_sub(self.config.max_bytes)
+        let need = (st.mem_bytes + st.disk_bytes + len).saturating_sub(self.config.max_bytes);
+        if need == 0 || self.storage.is_none() {
+            return need;
+        }
+        need.max(self.config.max_bytes / DROP_CHUNK_DIVISOR)
     }
 
     /// Drop the oldest memory entries until `need` bytes are freed; returns

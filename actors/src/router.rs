@@ -26,8 +26,9 @@
 //! under `broker` and would not subscribe again). Each matching sink gets one
 //! copy per message however many of its filters match.
 
+use std::collections::BTreeSet;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytestring::ByteString;
@@ -52,7 +53,17 @@ pub struct RouteEntry {
 /// matching message: it must not wait for its consumer.
 pub trait RouteSink: Send + Sync {
     fn offer(&self, msg: &Arc<Message>);
+
+    /// The message was given to this sink as the one member of shared
+    /// group `group` on `filter` (a cluster peer with members of that
+    /// group delivers it to one of them).
+    fn offer_shared(&self, msg: &Arc<Message>, _group: &str, _filter: &str) {
+        self.offer(msg);
+    }
 }
+
+/// A remote node as a member of a shared group: (group, sink name).
+type RemoteSharedKey = (ByteString, ByteString);
 
 /// Shared-subscription member key: (group, client).
 type SharedKey = (ByteString, ClientId);
@@ -71,7 +82,17 @@ pub struct RouteTable {
     /// Sink routes, keyed by sink name (see the module doc). Not cleared
     /// with the session routes.
     sinks: RwLock<SubscriptionTrie<ByteString, Arc<dyn RouteSink>>>,
+    /// Sinks that get every retained message whatever its topic (a cluster
+    /// peer keeps a copy of every retained message), once per message.
+    broadcast: RwLock<Vec<(ByteString, Arc<dyn RouteSink>)>>,
+    /// Shared groups with members on other nodes: each such node counts as
+    /// one member of the group, so each message goes to one member
+    /// cluster-wide.
+    remote_shared: RwLock<SubscriptionTrie<RemoteSharedKey, Arc<dyn RouteSink>>>,
     round_robin: AtomicUsize,
+    /// Bumped by every write of session routes: the cluster layer exports
+    /// the local filters when it moves (`local_filters`).
+    version: AtomicU64,
 }
 
 /// A delivery to a session whose queue is durable: the publisher stores it
@@ -113,6 +134,24 @@ impl RouteTable {
         t.direct.filter_count() + t.shared.filter_count()
     }
 
+    /// Changes whenever a session route is added or removed.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// The distinct filters of this node's sessions, shared ones as
+    /// `$share/<group>/<filter>`: what the cluster replicates to peers.
+    pub fn local_filters(&self) -> BTreeSet<String> {
+        let t = self.tables.read();
+        let mut out: BTreeSet<String> = t.direct.iter().map(|(f, _, _)| f.to_string()).collect();
+        out.extend(
+            t.shared
+                .iter()
+                .map(|(f, (g, _), _)| format!("$share/{g}/{f}")),
+        );
+        out
+    }
+
     /// Every (filter, client) subscription, for listing.
     pub fn list(&self) -> Vec<(String, ClientId)> {
         let t = self.tables.read();
@@ -152,6 +191,22 @@ impl RouteTable {
     /// whose queue is durable (see `Inbox::wants_store`) are not pushed but
     /// added to `to_store`, and counted as delivered.
     pub fn route(&self, msg: &Arc<Message>, to_store: &mut Vec<ToStore>) -> RouteOutcome {
+        self.route_with(msg, to_store, true)
+    }
+
+    /// [`RouteTable::route`] to this node's sessions only: a message that
+    /// came from a cluster peer is not offered to sinks (peers and bridges
+    /// get a message from the node it was published on).
+    pub fn route_sessions(&self, msg: &Arc<Message>, to_store: &mut Vec<ToStore>) -> RouteOutcome {
+        self.route_with(msg, to_store, false)
+    }
+
+    fn route_with(
+        &self,
+        msg: &Arc<Message>,
+        to_store: &mut Vec<ToStore>,
+        sinks: bool,
+    ) -> RouteOutcome {
         let mut out = RouteOutcome::default();
         let t = self.tables.read();
         let mut hits: Vec<(&ClientId, &RouteEntry)> = Vec::new();
@@ -177,9 +232,11 @@ impl RouteTable {
         } else {
             self.route_merged(msg, &hits, &mut out, to_store);
         }
-        self.route_shared(&t, msg, &mut out, to_store);
+        self.route_shared(&t, msg, &mut out, to_store, sinks);
         drop(t);
-        self.route_sinks(msg, &mut out);
+        if sinks {
+            self.route_sinks(msg, &mut out);
+        }
         out
     }
 
@@ -188,6 +245,9 @@ impl RouteTable {
     fn route_sinks(&self, msg: &Arc<Message>, out: &mut RouteOutcome) {
         let sinks = self.sinks.read();
         if sinks.is_empty() {
+            if msg.retain {
+                self.broadcast_retained(msg, &[]);
+            }
             return;
         }
         let mut first: Option<(&ByteString, &Arc<dyn RouteSink>)> = None;
@@ -203,9 +263,52 @@ impl RouteTable {
                 more.push((name, sink));
             }
         });
+        if msg.retain {
+            let names: Vec<&ByteString> = first.iter().chain(&more).map(|(n, _)| *n).collect();
+            self.broadcast_retained(msg, &names);
+        }
         for (_, sink) in first.into_iter().chain(more) {
             sink.offer(msg);
             out.delivered += 1;
+        }
+    }
+
+    /// A retained message to every broadcast sink not already given it by
+    /// a route (`offered`). Not counted as a delivery: it keeps the peer's
+    /// retained store in step, it is not a subscriber's copy.
+    fn broadcast_retained(&self, msg: &Arc<Message>, offered: &[&ByteString]) {
+        let broadcast = self.broadcast.read();
+        for (name, sink) in broadcast.iter() {
+            if !offered.contains(&name) {
+                sink.offer(msg);
+            }
+        }
+    }
+
+    /// Give `sink` every retained message (`Some`), or stop (`None`).
+    pub fn set_broadcast(&self, name: &str, sink: Option<Arc<dyn RouteSink>>) {
+        let mut b = self.broadcast.write();
+        b.retain(|(n, _)| n != name);
+        if let Some(sink) = sink {
+            b.push((ByteString::from(name), sink));
+        }
+    }
+
+    /// Add routes to the sink `name` (keeping its others).
+    pub fn add_sink_routes(&self, name: &str, filters: &[String], sink: Arc<dyn RouteSink>) {
+        let key = ByteString::from(name);
+        let mut sinks = self.sinks.write();
+        for f in filters {
+            sinks.insert(f, key.clone(), sink.clone());
+        }
+    }
+
+    /// Remove some routes of the sink `name`.
+    pub fn remove_sink_routes(&self, name: &str, filters: &[String]) {
+        let key = ByteString::from(name);
+        let mut sinks = self.sinks.write();
+        for f in filters {
+            sinks.remove(f, &key);
         }
     }
 
@@ -268,35 +371,129 @@ impl RouteTable {
         msg: &Arc<Message>,
         out: &mut RouteOutcome,
         to_store: &mut Vec<ToStore>,
+        remote: bool,
     ) {
-        if t.shared.is_empty() {
+        let remote_shared = self.remote_shared.read();
+        if t.shared.is_empty() && (!remote || remote_shared.is_empty()) {
             return;
         }
-        let mut groups: HashMap<(&str, &ByteString), Vec<(&ClientId, &RouteEntry)>> =
-            HashMap::new();
+        type Members<'a> = (
+            Vec<(&'a ClientId, &'a RouteEntry)>,
+            Vec<&'a Arc<dyn RouteSink>>,
+        );
+        let mut groups: HashMap<(&str, &ByteString), Members<'_>> = HashMap::new();
         t.shared
             .for_each_match(&msg.topic, |filter, (group, client), entry| {
                 groups
                     .entry((filter, group))
                     .or_default()
+                    .0
                     .push((client, entry));
             });
-        for (_, members) in groups {
+        if remote {
+            remote_shared.for_each_match(&msg.topic, |filter, (group, _), sink| {
+                groups.entry((filter, group)).or_default().1.push(sink);
+            });
+        }
+        for ((filter, group), (members, nodes)) in groups {
             let start = self.round_robin.fetch_add(1, Ordering::Relaxed);
-            // Try members in turn: a congested or full one is skipped while
-            // another can take the message.
-            let n = members.len();
-            let (client, pick) = (0..n)
-                .map(|i| members[(start + i) % n])
-                .find(|(_, e)| !e.inbox.congested())
-                .unwrap_or(members[start % n]);
-            let opts = delivery_opts(msg, &pick.subscription);
-            out.offer(client, &pick.inbox, msg, opts, to_store);
+            let n = members.len() + nodes.len();
+            if start % n >= members.len() {
+                // Another node's turn: it gives the message to one of its
+                // members of the group.
+                nodes[start % n - members.len()].offer_shared(msg, group, filter);
+                out.delivered += 1;
+                continue;
+            }
+            self.pick_shared(msg, &members, start, out, to_store);
+        }
+    }
+
+    /// One of `members` (round robin from `start`): a congested or full one
+    /// is skipped while another can take the message.
+    fn pick_shared(
+        &self,
+        msg: &Arc<Message>,
+        members: &[(&ClientId, &RouteEntry)],
+        start: usize,
+        out: &mut RouteOutcome,
+        to_store: &mut Vec<ToStore>,
+    ) {
+        let n = members.len();
+        let (client, pick) = (0..n)
+            .map(|i| members[(start + i) % n])
+            .find(|(_, e)| !e.inbox.congested())
+            .unwrap_or(members[start % n]);
+        let opts = delivery_opts(msg, &pick.subscription);
+        out.offer(client, &pick.inbox, msg, opts, to_store);
+    }
+
+    /// A message another node picked this node for, as the member of
+    /// shared group `group` on `filter`: to one local member of it (none
+    /// left: not delivered, `delivered` stays 0).
+    pub fn route_shared_member(
+        &self,
+        msg: &Arc<Message>,
+        group: &str,
+        filter: &str,
+        to_store: &mut Vec<ToStore>,
+    ) -> RouteOutcome {
+        let mut out = RouteOutcome::default();
+        let t = self.tables.read();
+        let mut members = Vec::new();
+        t.shared
+            .for_each_match(&msg.topic, |f, (g, client), entry| {
+                if f == filter && g == group {
+                    members.push((client, entry));
+                }
+            });
+        if !members.is_empty() {
+            let start = self.round_robin.fetch_add(1, Ordering::Relaxed);
+            self.pick_shared(msg, &members, start, &mut out, to_store);
+        }
+        out
+    }
+
+    /// Count another node (sink `name`) as a member of shared groups:
+    /// `$share/<group>/<filter>` each.
+    pub fn add_remote_shared(&self, name: &str, shared: &[String], sink: Arc<dyn RouteSink>) {
+        let mut r = self.remote_shared.write();
+        for s in shared {
+            if let Ok(Some((group, f))) = topic::parse_shared(s) {
+                r.insert(
+                    f,
+                    (ByteString::from(group), ByteString::from(name)),
+                    sink.clone(),
+                );
+            }
+        }
+    }
+
+    pub fn remove_remote_shared(&self, name: &str, shared: &[String]) {
+        let mut r = self.remote_shared.write();
+        for s in shared {
+            if let Ok(Some((group, f))) = topic::parse_shared(s) {
+                r.remove(f, &(ByteString::from(group), ByteString::from(name)));
+            }
+        }
+    }
+
+    /// Forget every shared-group membership of sink `name`.
+    pub fn clear_remote_shared(&self, name: &str) {
+        let mut r = self.remote_shared.write();
+        let mine: Vec<(String, RemoteSharedKey)> = r
+            .iter()
+            .filter(|(_, (_, n), _)| n == name)
+            .map(|(f, k, _)| (f.to_string(), k.clone()))
+            .collect();
+        for (f, k) in mine {
+            r.remove(&f, &k);
         }
     }
 
     fn insert(&self, client: ClientId, filter: &str, entry: RouteEntry) {
         let mut t = self.tables.write();
+        self.version.fetch_add(1, Ordering::AcqRel);
         match topic::parse_shared(filter) {
             Ok(Some((group, f))) => {
                 t.shared.insert(f, (ByteString::from(group), client), entry);
@@ -309,6 +506,7 @@ impl RouteTable {
 
     fn remove(&self, client: &ClientId, filter: &str) -> bool {
         let mut t = self.tables.write();
+        self.version.fetch_add(1, Ordering::AcqRel);
         match topic::parse_shared(filter) {
             Ok(Some((group, f))) => t
                 .shared
@@ -332,6 +530,7 @@ impl RouteTable {
 
     fn clear(&self) {
         *self.tables.write() = Tables::default();
+        self.version.fetch_add(1, Ordering::AcqRel);
     }
 }
 

@@ -145,6 +145,9 @@ struct Common {
     host: String,
     #[arg(long, default_value_t = 1883)]
     port: u16,
+    /// Subscribers connect to this port (another node of a cluster); default: --port.
+    #[arg(long)]
+    sub_port: Option<u16>,
     /// Broker process id: adds broker CPU per message and RSS to the report.
     #[arg(long)]
     broker_pid: Option<u32>,
@@ -350,6 +353,7 @@ fn config(c: Common) -> BenchConfig {
     BenchConfig {
         host: c.host,
         port: c.port,
+        sub_port: c.sub_port,
         broker_pid: c.broker_pid,
         duration: c.duration,
         warmup: c.warmup,

@@ -173,6 +173,7 @@ fn config(port: u16, qos: QoS, version: ProtocolVersion) -> BenchConfig {
     BenchConfig {
         host: "127.0.0.1".into(),
         port,
+        sub_port: None,
         broker_pid: Some(std::process::id()),
         duration: Duration::from_secs(1),
         warmup: Duration::from_millis(200),

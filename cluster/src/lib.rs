@@ -1,1 +1,66 @@
-//! roost-cluster: clustering on ractor_cluster (issue #4). Not yet built.
+//! roost-cluster: Roost nodes as one broker, on ractor_cluster (issue #4).
+//!
+//! The `cluster` subtree of a node:
+//! - `cluster/forwarder`: drains each peer's forward queue to that peer
+//!   ([`forward`]);
+//! - `cluster/ingress`: publishes what peers forward to local sessions
+//!   ([`forward`]);
+//! - `cluster/membership`: the transport (ractor_cluster's NodeServer, a
+//!   linked child), heartbeats, reconnection, discovery, the persisted
+//!   member list, route replication, join/leave ([`membership`]).
+//!
+//! Only the membership and ingress actors have network-serializable message
+//! types ([`wire`]); every per-client actor stays local-only.
+
+pub mod discovery;
+pub mod forward;
+pub mod membership;
+pub mod settings;
+pub mod shared;
+pub mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use roost_actors::supervisor::{
+    child_spec_supervisor, ChildSpec, Intensity, Restart, Strategy, SupervisorArgs,
+};
+
+pub use settings::ClusterSettings;
+pub use shared::{Cluster, ClusterShared, ClusterStatus, MemberStatus};
+
+/// The `cluster` supervisor and its children. The forwarder starts first so
+/// the membership actor can point new links at it.
+pub fn cluster_spec(shared: Arc<ClusterShared>) -> ChildSpec {
+    let (s1, s2, s3) = (shared.clone(), shared.clone(), shared);
+    let children = vec![
+        ChildSpec::for_actor("forwarder", move || {
+            (
+                forward::Forwarder,
+                forward::ForwarderArgs { shared: s1.clone() },
+            )
+        }),
+        ChildSpec::for_actor("ingress", move || {
+            (
+                forward::Ingress,
+                forward::IngressArgs { shared: s2.clone() },
+            )
+        }),
+        ChildSpec::for_actor("membership", move || {
+            (
+                membership::Membership,
+                membership::MembershipArgs { shared: s3.clone() },
+            )
+        }),
+    ];
+    let args = move || SupervisorArgs {
+        path: String::new(),
+        strategy: Strategy::OneForOne,
+        intensity: Intensity {
+            max_restarts: 10,
+            period: Duration::from_secs(30),
+        },
+        children: children.clone(),
+    };
+    child_spec_supervisor("cluster", args, Restart::Permanent)
+}

@@ -436,6 +436,75 @@ fn the_documented_bridge_example_is_valid() {
 }
 
 #[test]
+fn the_documented_ingress_and_http_examples_are_valid() {
+    let cfg = parse(&bridge_example()).expect("the examples are valid");
+    let kinds: Vec<_> = cfg.bridges.iter().map(|b| b.kind.as_str()).collect();
+    assert_eq!(kinds, ["mqtt", "mqtt_ingress", "http"]);
+    let (ingress, http) = (&cfg.bridges[1], &cfg.bridges[2]);
+    assert_eq!(ingress.remote_topics, vec!["site1/commands/#".to_string()]);
+    assert_eq!(ingress.local_prefix, "cloud/");
+    assert_eq!(http.url, "http://hooks.example:8080/ingest");
+    assert_eq!(http.batch_size, 100);
+    assert_eq!(http.headers["authorization"], "Bearer change-me");
+}
+
+#[test]
+fn bad_http_and_ingress_bridges_are_reported_by_path() {
+    let text = r#"
+[[bridges]]
+name = "h"
+kind = "http"
+url = "https://x.example/"
+remote = "x:1"
+local_topics = ["a"]
+request_timeout = "0s"
+batch_size = 0
+remote_topics = ["b"]
+[bridges.headers]
+"bad name" = "v"
+
+[[bridges]]
+name = "i"
+kind = "mqtt_ingress"
+remote = "h:1"
+local_topics = ["a"]
+remote_topics = ["a/+b"]
+local_prefix = "x/#"
+
+[[bridges]]
+name = "j"
+kind = "http"
+url = "not a url"
+local_topics = ["a"]
+"#;
+    let errors = problems(text);
+    for path in [
+        "bridges[0].url",
+        "bridges[0].remote",
+        "bridges[0].request_timeout",
+        "bridges[0].batch_size",
+        "bridges[0].remote_topics",
+        "bridges[0].headers",
+        "bridges[1].local_topics",
+        "bridges[1].remote_topics",
+        "bridges[1].local_prefix",
+        "bridges[2].url",
+    ] {
+        let p = errors
+            .find(path)
+            .unwrap_or_else(|| panic!("{path} not reported in {errors}"));
+        assert_eq!(p.kind, ProblemKind::Invalid, "{path}");
+    }
+    assert!(errors
+        .find("bridges[0].url")
+        .unwrap()
+        .message
+        .contains("https is not supported"));
+    let ok = "[[bridges]]\nname = \"h\"\nkind = \"http\"\nurl = \"http://h:1/p\"\nlocal_topics = [\"a\"]\n";
+    assert_eq!(parse(ok).map(|c| c.bridges.len()), Ok(1));
+}
+
+#[test]
 fn a_config_with_bridges_reads_back_equal() {
     let mut cfg = parse(&bridge_example()).unwrap();
     cfg.bridges[0].buffer.request_ttl = Some(HumanDuration::from_secs(60));

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use super::{BridgeConfig, ConfigProblem, LogConfig, MgmtConfig, MqttConfig, NodeConfig};
+use super::{
+    BridgeConfig, ClusterConfig, ConfigProblem, LogConfig, MgmtConfig, MqttConfig, NodeConfig,
+};
 
 /// The largest Remaining Length MQTT can encode (four variable-byte digits).
 const MQTT_MAX_PACKET_SIZE: u64 = 268_435_455;
@@ -171,8 +173,86 @@ pub(super) fn mgmt(m: &MgmtConfig, out: &mut Vec<ConfigProblem>) {
     }
 }
 
-/// Bridge kinds that exist (issue #6: `http` and MQTT ingress are to come).
-pub(crate) const BRIDGE_KINDS: &[&str] = &["mqtt"];
+pub(super) fn cluster(c: &ClusterConfig, out: &mut Vec<ConfigProblem>) {
+    use roost_cluster::discovery::{ConfigProblem as P, DiscoveryError};
+    if c.name.is_empty() || !c.name.bytes().all(|b| b.is_ascii_graphic()) {
+        out.push(ConfigProblem::invalid(
+            "cluster.name",
+            "must be non-empty visible ASCII (no spaces)",
+        ));
+    }
+    if !c.cookie.is_empty()
+        && (c.cookie.len() < 8 || !c.cookie.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        out.push(ConfigProblem::invalid(
+            "cluster.cookie",
+            "must be at least 8 visible ASCII characters (or empty to generate one)",
+        ));
+    }
+    if !c.advertise.is_empty() && roost_cluster::settings::parse_host_port(&c.advertise).is_none() {
+        out.push(ConfigProblem::invalid(
+            "cluster.advertise",
+            format!(
+                "expected host:port (IPv6 as [::1]:4370), got {:?}",
+                c.advertise
+            ),
+        ));
+    }
+    if let Err(DiscoveryError::InvalidConfig { problems }) = discovery(c) {
+        for p in problems {
+            let path = match &p {
+                P::UnknownStrategy(_) => "cluster.discovery",
+                P::NoSeeds
+                | P::SeedWithoutPort(_)
+                | P::BadSeedPort { .. }
+                | P::BadSeedHost(_)
+                | P::Ipv6WithoutBrackets(_)
+                | P::SeedsIgnored { .. } => "cluster.seeds",
+                P::UnknownRecordType(_) => "cluster.dns_record",
+                _ => "cluster.dns_name",
+            };
+            out.push(ConfigProblem::invalid(path, p.to_string()));
+        }
+    }
+    let zero = |path: &str, d: &super::HumanDuration, out: &mut Vec<ConfigProblem>| {
+        if d.is_zero() {
+            out.push(ConfigProblem::invalid(path, "must be greater than 0s"));
+        }
+    };
+    zero("cluster.heartbeat_interval", &c.heartbeat_interval, out);
+    zero("cluster.connect_timeout", &c.connect_timeout, out);
+    zero("cluster.reconnect_max", &c.reconnect_max, out);
+    zero("cluster.dns_interval", &c.dns_interval, out);
+    if c.heartbeat_timeout.as_duration() <= c.heartbeat_interval.as_duration() {
+        out.push(ConfigProblem::invalid(
+            "cluster.heartbeat_timeout",
+            "must be longer than cluster.heartbeat_interval (a peer would be marked down between two heartbeats)",
+        ));
+    }
+    if c.forward_buffer.as_u64() < 1 << 16 {
+        out.push(ConfigProblem::invalid(
+            "cluster.forward_buffer",
+            "must be at least 64KiB",
+        ));
+    }
+}
+
+/// The discovery settings of `c`, parsed.
+pub fn discovery(
+    c: &ClusterConfig,
+) -> Result<roost_cluster::discovery::DiscoveryConfig, roost_cluster::discovery::DiscoveryError> {
+    let dns = c.discovery.trim().eq_ignore_ascii_case("dns");
+    roost_cluster::discovery::DiscoveryConfig::parse(
+        &c.discovery,
+        &c.seeds,
+        (!c.dns_name.is_empty()).then_some(c.dns_name.as_str()),
+        dns.then_some(c.dns_record.as_str()),
+        c.listen.port(),
+    )
+}
+
+/// Bridge kinds that exist (issue #6).
+pub(crate) const BRIDGE_KINDS: &[&str] = &["mqtt", "mqtt_ingress", "http"];
 
 pub(super) fn bridges(bridges: &[BridgeConfig], out: &mut Vec<ConfigProblem>) {
     let mut names = std::collections::HashSet::new();
@@ -184,64 +264,166 @@ pub(super) fn bridges(bridges: &[BridgeConfig], out: &mut Vec<ConfigProblem>) {
         } else if !names.insert(b.name.as_str()) {
             bad("name", format!("{:?} is used by two bridges", b.name));
         }
-        if !BRIDGE_KINDS.contains(&b.kind.as_str()) {
-            bad(
-                "kind",
-                format!(
-                    "unknown kind {:?} (supported: {})",
-                    b.kind,
-                    BRIDGE_KINDS.join(", ")
-                ),
-            );
-        }
-        if let Err(why) = check_host_port(&b.remote) {
-            bad(
-                "remote",
-                format!(
-                    "{why} (got {:?}; expected `host:port`, e.g. \"broker.example:1883\")",
-                    b.remote
-                ),
-            );
-        }
-        if !matches!(b.protocol.as_str(), "3.1.1" | "5" | "5.0") {
-            bad(
-                "protocol",
-                format!("must be \"3.1.1\" or \"5\", got {:?}", b.protocol),
-            );
-        }
-        if b.local_topics.is_empty() {
-            bad("local_topics", "must list at least one topic filter".into());
-        }
-        for f in &b.local_topics {
-            match roost_protocol::topic::validate_topic_filter(f) {
-                Err(e) => bad(
-                    "local_topics",
-                    format!("{f:?} is not a valid topic filter: {e}"),
-                ),
-                Ok(()) if f.starts_with("$share/") => bad(
-                    "local_topics",
-                    format!("{f:?}: shared subscriptions cannot be bridged"),
-                ),
-                Ok(()) => {}
+        match b.kind.as_str() {
+            "mqtt" => {
+                bridge_mqtt(b, &mut bad);
+                bridge_local_topics(b, &mut bad);
+            }
+            "mqtt_ingress" => {
+                bridge_mqtt(b, &mut bad);
+                bridge_ingress(b, &mut bad);
+            }
+            "http" => {
+                bridge_http(b, &mut bad);
+                bridge_local_topics(b, &mut bad);
+            }
+            other => {
+                bad(
+                    "kind",
+                    format!(
+                        "unknown kind {other:?} (supported: {})",
+                        BRIDGE_KINDS.join(", ")
+                    ),
+                );
+                // Checked as the default kind, so every other problem shows too.
+                bridge_mqtt(b, &mut bad);
+                bridge_local_topics(b, &mut bad);
             }
         }
-        if b.remote_prefix.contains(['+', '#', '\0']) {
-            bad(
-                "remote_prefix",
-                format!(
-                    "must not contain `+`, `#` or NUL (got {:?})",
-                    b.remote_prefix
-                ),
-            );
-        }
-        if b.qos > 1 {
-            bad("qos", format!("must be 0 or 1, got {}", b.qos));
-        }
-        if b.max_inflight == 0 {
-            bad("max_inflight", "must be at least 1".into());
+        if b.kind != "mqtt_ingress" && !b.remote_topics.is_empty() {
+            bad("remote_topics", "only for kind = \"mqtt_ingress\"".into());
         }
         bridge_timers(b, &mut bad);
         bridge_buffer(b, &mut bad);
+    }
+}
+
+/// The keys of an MQTT bridge's remote end.
+fn bridge_mqtt(b: &BridgeConfig, bad: &mut impl FnMut(&str, String)) {
+    if let Err(why) = check_host_port(&b.remote) {
+        bad(
+            "remote",
+            format!(
+                "{why} (got {:?}; expected `host:port`, e.g. \"broker.example:1883\")",
+                b.remote
+            ),
+        );
+    }
+    if !matches!(b.protocol.as_str(), "3.1.1" | "5" | "5.0") {
+        bad(
+            "protocol",
+            format!("must be \"3.1.1\" or \"5\", got {:?}", b.protocol),
+        );
+    }
+    if b.remote_prefix.contains(['+', '#', '\0']) {
+        bad(
+            "remote_prefix",
+            format!(
+                "must not contain `+`, `#` or NUL (got {:?})",
+                b.remote_prefix
+            ),
+        );
+    }
+    if b.qos > 1 {
+        bad("qos", format!("must be 0 or 1, got {}", b.qos));
+    }
+    if b.max_inflight == 0 {
+        bad("max_inflight", "must be at least 1".into());
+    }
+    if !b.url.is_empty() {
+        bad("url", "only for kind = \"http\" (use `remote`)".into());
+    }
+}
+
+/// The keys of an HTTP sink: the URL, headers, request bounds.
+fn bridge_http(b: &BridgeConfig, bad: &mut impl FnMut(&str, String)) {
+    match b.url.parse::<axum::http::Uri>() {
+        Err(e) => bad("url", format!("not a URL: {e} (got {:?})", b.url)),
+        Ok(u) if u.scheme_str() != Some("http") => bad(
+            "url",
+            format!(
+                "must start with http:// (https is not supported yet: put a TLS proxy in front), got {:?}",
+                b.url
+            ),
+        ),
+        Ok(u) if u.host().is_none_or(str::is_empty) => {
+            bad("url", format!("has no host (got {:?})", b.url))
+        }
+        Ok(_) => {}
+    }
+    if !b.remote.is_empty() {
+        bad("remote", "not used by kind = \"http\" (use `url`)".into());
+    }
+    for (k, v) in &b.headers {
+        if axum::http::HeaderName::from_bytes(k.as_bytes()).is_err() {
+            bad("headers", format!("{k:?} is not a valid header name"));
+        } else if axum::http::HeaderValue::from_str(v).is_err() {
+            bad(
+                "headers",
+                format!("the value of {k:?} is not a valid header value"),
+            );
+        }
+    }
+    if b.request_timeout.is_zero() {
+        bad("request_timeout", "must be greater than 0s".into());
+    }
+    if b.batch_size == 0 || b.batch_size > 10_000 {
+        bad(
+            "batch_size",
+            format!("must be 1 to 10000, got {}", b.batch_size),
+        );
+    }
+}
+
+/// An ingress bridge's filters and local topic rewrite.
+fn bridge_ingress(b: &BridgeConfig, bad: &mut impl FnMut(&str, String)) {
+    if b.remote_topics.is_empty() {
+        bad(
+            "remote_topics",
+            "must list at least one topic filter".into(),
+        );
+    }
+    for f in &b.remote_topics {
+        if let Err(e) = roost_protocol::topic::validate_topic_filter(f) {
+            bad(
+                "remote_topics",
+                format!("{f:?} is not a valid topic filter: {e}"),
+            );
+        }
+    }
+    if !b.local_topics.is_empty() {
+        bad(
+            "local_topics",
+            "not used by kind = \"mqtt_ingress\" (use `remote_topics`)".into(),
+        );
+    }
+    if b.local_prefix.contains(['+', '#', '\0']) {
+        bad(
+            "local_prefix",
+            format!(
+                "must not contain `+`, `#` or NUL (got {:?})",
+                b.local_prefix
+            ),
+        );
+    }
+}
+
+fn bridge_local_topics(b: &BridgeConfig, bad: &mut impl FnMut(&str, String)) {
+    if b.local_topics.is_empty() {
+        bad("local_topics", "must list at least one topic filter".into());
+    }
+    for f in &b.local_topics {
+        match roost_protocol::topic::validate_topic_filter(f) {
+            Err(e) => bad(
+                "local_topics",
+                format!("{f:?} is not a valid topic filter: {e}"),
+            ),
+            Ok(()) if f.starts_with("$share/") => bad(
+                "local_topics",
+                format!("{f:?}: shared subscriptions cannot be bridged"),
+            ),
+            Ok(()) => {}
+        }
     }
 }
 
@@ -261,6 +443,7 @@ fn bridge_timers(b: &BridgeConfig, bad: &mut impl FnMut(&str, String)) {
     for (key, v) in [
         ("connect_timeout", b.connect_timeout),
         ("reconnect_min", b.reconnect_min),
+        ("ack_timeout", b.ack_timeout),
     ] {
         if v.is_zero() {
             bad(key, "must be greater than 0s".into());

@@ -4,6 +4,7 @@
 //! ```text
 //! roost ctl [--node URL] [--token T | --data-dir DIR] [--json] COMMAND
 //!   status
+//!   cluster status | join HOST:PORT | leave | force-leave NODE
 //!   clients list [--match PATTERN] | show ID | kick ID
 //!   subscriptions list [--client ID]
 //!   routes list
@@ -21,6 +22,7 @@
 //! or could not be reached), 2 usage error (clap).
 
 mod client;
+pub mod cluster;
 pub mod render;
 
 use std::path::PathBuf;
@@ -67,6 +69,9 @@ pub struct CtlArgs {
 pub enum CtlCommand {
     /// Node name, version, uptime, connections, sessions, subscriptions, routes, retained.
     Status,
+    /// Cluster membership: status, join, leave, force-leave.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCmd),
     /// Clients (sessions, online and offline).
     #[command(subcommand)]
     Clients(ClientsCmd),
@@ -203,6 +208,7 @@ pub fn run(args: &CtlArgs) -> Result<String, CtlError> {
     let out = Out { json: args.json };
     match &args.command {
         CtlCommand::Status => out.show(client.get("/api/v1/status")?, render::status),
+        CtlCommand::Cluster(cmd) => cluster::run(&client, &out, cmd),
         CtlCommand::Clients(cmd) => clients(&client, &out, cmd),
         CtlCommand::Subscriptions(SubscriptionsCmd::List { client: id }) => {
             let path = match id {

@@ -40,6 +40,13 @@ pub fn router(state: AppState) -> Router {
         .route("/bridges/{name}", get(h::bridge))
         .route("/bridges/{name}/pause", post(h::bridge_pause))
         .route("/bridges/{name}/resume", post(h::bridge_resume))
+        .route("/cluster", get(super::cluster::status))
+        .route("/cluster/join", post(super::cluster::join))
+        .route("/cluster/leave", post(super::cluster::leave))
+        .route(
+            "/cluster/members/{node}",
+            axum::routing::delete(super::cluster::force_leave),
+        )
         .route("/tree", get(h::tree))
         .route("/restart", post(h::restart))
         .route("/log/level", get(h::log_level).put(h::set_log_level));

@@ -9,11 +9,13 @@
 use std::fmt::Write as _;
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
-use roost_actors::bridge::{BridgeStats, LinkState};
+use roost_actors::bridge::{BridgeStats, LatencySnapshot, LinkState};
 use roost_actors::broker::Counters;
 use roost_storage::StorageStats;
 
@@ -54,6 +56,8 @@ pub struct Snapshot {
     pub memory_high_watermark: u64,
     /// Every configured bridge, in name order.
     pub bridges: Vec<BridgeStats>,
+    /// The cluster layer, when it runs.
+    pub cluster: Option<super::cluster_metrics::ClusterSnapshot>,
 }
 
 /// A copy of the broker's [`Counters`].
@@ -151,6 +155,10 @@ pub async fn snapshot(app: &AppState) -> Snapshot {
         memory_alarm: ctx.overload.memory_alarm(),
         memory_high_watermark: ctx.overload.memory_high_watermark(),
         bridges: ctx.bridges.list().iter().map(|b| b.stats()).collect(),
+        cluster: match &app.shared.cluster {
+            Some(c) => Some(super::cluster_metrics::snapshot(c).await),
+            None => None,
+        },
     }
 }
 
@@ -190,6 +198,9 @@ pub fn encode_snapshot(s: &Snapshot) -> String {
     register_counters(&mut r, &s.counters);
     register_storage(&mut r, s);
     register_bridges(&mut r, &s.bridges);
+    if let Some(c) = &s.cluster {
+        super::cluster_metrics::register(&mut r, c);
+    }
     let restarts: Vec<(Labels, u64)> = s
         .restarts
         .iter()
@@ -430,6 +441,7 @@ fn register_bridges(r: &mut Registry, bridges: &[BridgeStats]) {
     let mut queued_bytes = Vec::new();
     let (mut sent, mut retried, mut dropped) = (Vec::new(), Vec::new(), Vec::new());
     let (mut connected, mut inflight) = (Vec::new(), Vec::new());
+    let (mut states, mut received, mut latency) = (Vec::new(), Vec::new(), Vec::new());
     for b in bridges {
         let name = b.name.as_str();
         let m = &b.mailbox;
@@ -444,8 +456,14 @@ fn register_bridges(r: &mut Registry, bridges: &[BridgeStats]) {
         let one = labels(&[("bridge", name)]);
         sent.push((one.clone(), b.sent));
         retried.push((one.clone(), b.retried));
-        connected.push((one.clone(), u64::from(b.state == LinkState::Connected)));
+        connected.push((one.clone(), u64::from(b.state.is_up())));
+        received.push((one.clone(), b.received));
+        latency.push((one.clone(), b.latency.clone()));
         inflight.push((one, b.inflight));
+        for s in LinkState::ALL {
+            let l = labels(&[("bridge", name), ("state", s.as_str())]);
+            states.push((l, u64::from(b.state == s)));
+        }
         for (reason, n) in &b.dropped {
             dropped.push((labels(&[("bridge", name), ("reason", reason)]), *n));
         }
@@ -486,6 +504,62 @@ fn register_bridges(r: &mut Registry, bridges: &[BridgeStats]) {
         "Messages a bridge dropped, by reason",
         counter_family(&dropped),
     );
+    r.register(
+        "bridge_state",
+        "1 for a bridge's current state (connected, connecting, disconnected, blocked), else 0",
+        gauge_family(&states),
+    );
+    r.register(
+        "bridge_received",
+        "Messages an ingress bridge received from its remote",
+        counter_family(&received),
+    );
+    r.register_with_unit(
+        "bridge_latency",
+        "Time from a message's arrival in a bridge's buffer to the downstream's acknowledgement",
+        Unit::Seconds,
+        LatencyFamily(latency),
+    );
+}
+
+/// One latency histogram per bridge, from the bridge's exact counts.
+#[derive(Debug)]
+struct LatencyFamily(Vec<(Labels, LatencySnapshot)>);
+
+impl EncodeMetric for LatencyFamily {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for (labels, h) in &self.0 {
+            // The snapshot is cumulative; the encoder wants per bucket.
+            let mut below = 0;
+            let buckets: Vec<(f64, u64)> = h
+                .buckets
+                .iter()
+                .map(|&(bound_ms, cumulative)| {
+                    let n = cumulative - below;
+                    below = cumulative;
+                    let bound = if bound_ms == u64::MAX {
+                        f64::INFINITY
+                    } else {
+                        bound_ms as f64 / 1000.0
+                    };
+                    (bound, n)
+                })
+                .collect();
+            encoder
+                .encode_family(labels)?
+                .encode_histogram::<NoLabelSet>(
+                    h.sum_ms as f64 / 1000.0,
+                    h.count,
+                    &buckets,
+                    None,
+                )?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
 }
 
 /// VmRSS from `/proc/self/status`, in bytes (Linux only).

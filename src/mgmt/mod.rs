@@ -18,6 +18,8 @@
 //! Must not: keep gauges of its own (see [`metrics`]), or call the root
 //! supervisor from `pre_start` (the root is still starting its children).
 
+pub mod cluster;
+mod cluster_metrics;
 mod error;
 mod handlers;
 mod http;
@@ -60,6 +62,8 @@ pub struct Shared {
     pub started: Instant,
     /// Runtime log level control, when the process has one.
     pub log: Option<Arc<LogControl>>,
+    /// The cluster layer, when it runs.
+    pub cluster: Option<roost_cluster::Cluster>,
 }
 
 /// The handlers' state.

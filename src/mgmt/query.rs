@@ -274,7 +274,7 @@ pub fn bridge_summary(h: &BridgeHandle) -> types::BridgeSummary {
     let link = s.state.as_str().to_owned();
     types::BridgeSummary {
         name: s.name.clone(),
-        kind: "mqtt".to_owned(),
+        kind: h.config.kind.as_str().to_owned(),
         remote: h.config.remote.clone(),
         state: if s.paused {
             "paused".to_owned()

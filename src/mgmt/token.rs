@@ -51,6 +51,47 @@ pub fn load_or_create(dir: &Path) -> anyhow::Result<String> {
     }
 }
 
+/// File name of the generated cluster cookie, inside the data directory.
+pub const COOKIE_FILE: &str = "cluster.cookie";
+
+/// The cluster cookie: the configured one, else `<data_dir>/cluster.cookie`
+/// (created on first start with a random one, mode 0600). Never logged.
+pub fn cluster_cookie(cfg: &Config) -> anyhow::Result<String> {
+    if !cfg.cluster.cookie.is_empty() {
+        return Ok(cfg.cluster.cookie.clone());
+    }
+    let path = cfg.node.data_dir.join(COOKIE_FILE);
+    match create_new(&path) {
+        Ok(mut file) => {
+            let cookie = generate().context("cannot generate a cluster cookie")?;
+            file.write_all(cookie.as_bytes())
+                .and_then(|()| file.write_all(b"\n"))
+                .and_then(|()| file.sync_all())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            tracing::info!(
+                path = %path.display(),
+                "cluster_cookie_generated: this node accepts no peer until every node has the \
+                 same cookie (cluster.cookie, ROOST_CLUSTER__COOKIE or --cookie)"
+            );
+            Ok(cookie)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            warn_if_readable_by_others(&path);
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let cookie = text.trim();
+            if cookie.is_empty() {
+                bail!(
+                    "{} is empty (delete it to have the node generate one)",
+                    path.display()
+                );
+            }
+            Ok(cookie.to_owned())
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
+    }
+}
+
 /// Reads the token from `<dir>/mgmt.token` (what `roost ctl` does).
 pub fn read(dir: &Path) -> anyhow::Result<String> {
     let path = token_path(dir);

@@ -50,6 +50,7 @@ impl Broker {
         let mut cfg = Config::default();
         cfg.mqtt.listen = "127.0.0.1:0".parse().unwrap();
         cfg.mgmt.listen = "127.0.0.1:0".parse().unwrap();
+        cfg.cluster.listen = "127.0.0.1:0".parse().unwrap();
         cfg.node.data_dir = temp_data_dir();
         tweak(&mut cfg);
         let data_dir = cfg.node.data_dir.clone();

@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 use super::conn::{self, Established};
 use super::{decode_record, BridgeHandle, BridgeSink, LinkState};
-use crate::broker::BrokerCtx;
+use crate::broker::{unix_ms, BrokerCtx};
 use crate::overflow::{OverflowEntry, OverflowMailbox};
 
 pub struct Bridge;
@@ -53,6 +53,8 @@ pub enum BridgeMsg {
     },
     /// Keep alive check.
     Tick,
+    /// Is the remote taking (`blocked` detection)?
+    Check,
 }
 
 /// What the bridge needs of a packet from the remote (the reader task
@@ -88,6 +90,9 @@ impl From<Packet> for Inbound {
 // Local-only (ractor's `cluster` feature: see the workspace Cargo.toml).
 impl ractor::Message for BridgeMsg {}
 
+/// Settled messages told to the mailbox at once (see `settle`).
+const ACK_EVERY: usize = 32;
+
 /// A publish taken from the mailbox and not yet settled.
 struct Inflight {
     seq: u64,
@@ -95,6 +100,8 @@ struct Inflight {
     topic: ByteString,
     retain: bool,
     payload: Bytes,
+    /// Push time (ms since the epoch), for the latency histogram.
+    enqueued_at_ms: u64,
     /// Acknowledged by the remote (or needs no ack): may be acked to the
     /// mailbox once everything before it is.
     done: bool,
@@ -116,9 +123,17 @@ pub struct BridgeState {
     link: Option<Link>,
     connecting: Option<JoinHandle<()>>,
     tick: Option<JoinHandle<()>>,
+    check: JoinHandle<()>,
     backoff: Duration,
+    /// The last PUBACK, or when the window last became non-empty: no
+    /// progress for `ack_timeout` while messages wait for a PUBACK is
+    /// `blocked`.
+    progress_at: Instant,
     inflight: VecDeque<Inflight>,
     next_packet_id: u16,
+    /// Settled at the front of the window, not yet told to the mailbox:
+    /// (last seq, count).
+    unacked_run: (Option<u64>, usize),
     out: BytesMut,
 }
 
@@ -134,6 +149,7 @@ impl Drop for BridgeState {
         if let Some(t) = self.tick.take() {
             t.abort();
         }
+        self.check.abort();
         self.handle.set_state(LinkState::Disconnected);
     }
 }
@@ -161,8 +177,13 @@ impl Actor for Bridge {
             .attach_sink(handle.name(), &handle.config.local_topics, sink);
         let ka = handle.config.keep_alive;
         let tick = (!ka.is_zero()).then(|| myself.send_interval(ka / 2, || BridgeMsg::Tick));
+        let every = (handle.config.ack_timeout / 4)
+            .clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let check = myself.send_interval(every, || BridgeMsg::Check);
         myself.cast(BridgeMsg::Connect)?;
         Ok(BridgeState {
+            check,
+            progress_at: Instant::now(),
             backoff: handle.config.reconnect_min,
             handle,
             mailbox,
@@ -172,6 +193,7 @@ impl Actor for Bridge {
             tick,
             inflight: VecDeque::new(),
             next_packet_id: 0,
+            unacked_run: (None, 0),
             out: BytesMut::new(),
         })
     }
@@ -198,6 +220,10 @@ impl Actor for Bridge {
             }
             BridgeMsg::Lost { gen, reason } if st.is_current(gen) => st.lost(&myself, &reason),
             BridgeMsg::Tick => st.keep_alive(&myself).await,
+            BridgeMsg::Check => {
+                st.flush_acks();
+                st.check_progress()
+            }
             // A message of an earlier connection.
             _ => {}
         }
@@ -224,7 +250,7 @@ impl Actor for Bridge {
 
 /// The handle's mailbox, opened by the first start (on a blocking thread:
 /// durable mode reads the store); a restarted actor rewinds it.
-async fn open_mailbox(
+pub(super) async fn open_mailbox(
     handle: &Arc<BridgeHandle>,
     ctx: &Arc<BrokerCtx>,
 ) -> Result<Arc<OverflowMailbox>, ActorProcessingErr> {
@@ -264,7 +290,7 @@ impl BridgeState {
         let cfg = self.handle.config.clone();
         let me = myself.clone();
         self.connecting = Some(tokio::spawn(async move {
-            let msg = match conn::establish(&cfg).await {
+            let msg = match conn::establish(&cfg, conn::MAX_ACK_PACKET).await {
                 Ok(link) => BridgeMsg::Connected {
                     gen,
                     link: Box::new(link),
@@ -292,12 +318,19 @@ impl BridgeState {
         } = link;
         let receive_max = connack.properties.receive_maximum.unwrap_or(u16::MAX);
         let max_packet = connack.properties.maximum_packet_size.unwrap_or(u32::MAX);
+        let (gen, me, me2) = (self.gen, myself.clone(), myself.clone());
         let reader = tokio::spawn(conn::read_loop(
             reader,
             buf,
             cfg.protocol,
-            self.gen,
-            myself.clone(),
+            conn::MAX_ACK_PACKET,
+            move |p| {
+                let packet = p.into();
+                me.cast(BridgeMsg::Packet { gen, packet }).is_ok()
+            },
+            move |reason| {
+                let _ = me2.cast(BridgeMsg::Lost { gen, reason });
+            },
         ));
         self.link = Some(Link {
             gen: self.gen,
@@ -362,7 +395,9 @@ impl BridgeState {
             }
             let Some(link) = &self.link else { return };
             let room = link.window.saturating_sub(self.unacked());
-            if room == 0 {
+            // Refill when half the window is free (or it is empty): one
+            // read of the queue per run, not per PUBACK.
+            if room == 0 || (self.unacked() > 0 && room < link.window.div_ceil(2)) {
                 return;
             }
             let entries = match self.mailbox.take(room) {
@@ -373,6 +408,10 @@ impl BridgeState {
                     return;
                 }
             };
+            if self.unacked() == 0 {
+                // The window starts filling: time runs from now.
+                self.progress_at = Instant::now();
+            }
             let mut out = std::mem::take(&mut self.out);
             out.clear();
             for e in entries {
@@ -384,12 +423,14 @@ impl BridgeState {
                 return self.lost(myself, &e);
             }
             if self.handle.config.qos == QoS::AtMostOnce {
-                let n = self
-                    .inflight
-                    .iter()
-                    .filter(|i| i.packet_id == 0 && !i.done)
-                    .count();
-                self.inflight.iter_mut().for_each(|i| i.done = true);
+                let now = unix_ms();
+                let mut n = 0;
+                for i in self.inflight.iter_mut().filter(|i| !i.done) {
+                    i.done = true;
+                    n += 1;
+                    let waited = now.saturating_sub(i.enqueued_at_ms);
+                    self.handle.latency.observe_ms(waited);
+                }
                 self.handle
                     .counters
                     .sent
@@ -424,6 +465,7 @@ impl BridgeState {
             topic,
             retain,
             payload,
+            enqueued_at_ms: e.enqueued_at_ms,
             done: false,
         };
         let start = out.len();
@@ -445,6 +487,7 @@ impl BridgeState {
             topic: ByteString::new(),
             retain: false,
             payload: Bytes::new(),
+            enqueued_at_ms: 0,
             done: true,
         });
     }
@@ -464,19 +507,34 @@ impl BridgeState {
     }
 
     /// Acknowledge to the mailbox every settled entry at the front.
+    ///
+    /// The mailbox is told in runs of `ACK_EVERY` (or when nothing is in
+    /// flight, or at the next `Check`): each acknowledgement is a range
+    /// delete in the store, and one per PUBACK would leave a tombstone per
+    /// message for every later read of the queue to skip. A kill before
+    /// the run is told sends those again (at least once).
     fn settle(&mut self) {
-        let mut through = None;
         while self.inflight.front().is_some_and(|i| i.done) {
-            through = self.inflight.pop_front().map(|i| i.seq);
-        }
-        if let Some(seq) = through {
-            if let Err(e) = self.mailbox.ack(seq) {
-                warn!(bridge = self.name(), error = %e, "bridge_mailbox_ack_failed");
+            if let Some(i) = self.inflight.pop_front() {
+                self.unacked_run.0 = Some(i.seq);
+                self.unacked_run.1 += 1;
             }
+        }
+        if self.unacked_run.1 >= ACK_EVERY || self.inflight.is_empty() {
+            self.flush_acks();
         }
         self.handle
             .inflight
             .store(self.inflight.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Acknowledge the settled run to the mailbox.
+    fn flush_acks(&mut self) {
+        if let (Some(seq), _) = std::mem::take(&mut self.unacked_run) {
+            if let Err(e) = self.mailbox.ack(seq) {
+                warn!(bridge = self.name(), error = %e, "bridge_mailbox_ack_failed");
+            }
+        }
     }
 
     async fn received(&mut self, myself: &ActorRef<BridgeMsg>, packet: Inbound) {
@@ -490,6 +548,7 @@ impl BridgeState {
                     .inflight
                     .iter_mut()
                     .find(|i| !i.done && i.packet_id == packet_id);
+                self.progress_at = Instant::now();
                 match hit {
                     Some(i) => {
                         i.done = true;
@@ -498,6 +557,8 @@ impl BridgeState {
                             warn!(bridge = self.handle.name(), topic = %i.topic, reason, "bridge_publish_rejected");
                         } else {
                             c.sent.fetch_add(1, Ordering::Relaxed);
+                            let waited = unix_ms().saturating_sub(i.enqueued_at_ms);
+                            self.handle.latency.observe_ms(waited);
                         }
                     }
                     None => warn!(
@@ -506,6 +567,7 @@ impl BridgeState {
                     ),
                 }
                 self.settle();
+                self.check_progress();
                 self.pump(myself).await;
             }
             Inbound::PingResp => {}
@@ -513,6 +575,29 @@ impl BridgeState {
                 self.lost(myself, &format!("DISCONNECT {reason:#04x} from the remote"))
             }
             Inbound::Other(kind) => warn!(bridge = self.name(), kind, "bridge_unexpected_packet"),
+        }
+    }
+
+    /// `blocked` while sent messages have waited for a PUBACK longer than
+    /// `ack_timeout` with no PUBACK meanwhile; `connected` again on the next.
+    fn check_progress(&mut self) {
+        if self.link.is_none() {
+            return;
+        }
+        let stalled =
+            self.unacked() > 0 && self.progress_at.elapsed() > self.handle.config.ack_timeout;
+        if stalled {
+            if self.handle.state() != LinkState::Blocked {
+                warn!(
+                    bridge = self.name(),
+                    unacked = self.unacked(),
+                    ack_timeout_ms = self.handle.config.ack_timeout.as_millis() as u64,
+                    "bridge_blocked"
+                );
+            }
+            self.handle.set_state(LinkState::Blocked);
+        } else {
+            self.handle.set_state(LinkState::Connected);
         }
     }
 

@@ -6,18 +6,17 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use bytestring::ByteString;
-use ractor::ActorRef;
 use roost_protocol::codec;
 use roost_protocol::packet::{ConnAck, Connect, ConnectProperties, Packet, ProtocolVersion};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
-use super::actor::BridgeMsg;
 use super::BridgeConfig;
 
-/// Largest packet we accept from the remote (it only sends acks).
-const MAX_INBOUND_PACKET: u32 = 1 << 20;
+/// Largest packet an egress bridge accepts from the remote (it only sends
+/// acks).
+pub(crate) const MAX_ACK_PACKET: u32 = 1 << 20;
 
 /// A connection the remote accepted.
 pub struct Established {
@@ -29,15 +28,16 @@ pub struct Established {
 }
 
 /// Resolve `remote` (again on every attempt), connect, CONNECT, wait for a
-/// successful CONNACK; all within `connect_timeout`.
-pub(crate) async fn establish(cfg: &BridgeConfig) -> Result<Established, String> {
-    match tokio::time::timeout(cfg.connect_timeout, attempt(cfg)).await {
+/// successful CONNACK; all within `connect_timeout`. `max_packet` is the
+/// largest packet we accept (announced to a 5.0 remote).
+pub(crate) async fn establish(cfg: &BridgeConfig, max_packet: u32) -> Result<Established, String> {
+    match tokio::time::timeout(cfg.connect_timeout, attempt(cfg, max_packet)).await {
         Ok(r) => r,
         Err(_) => Err(format!("no CONNACK within {:?}", cfg.connect_timeout)),
     }
 }
 
-async fn attempt(cfg: &BridgeConfig) -> Result<Established, String> {
+async fn attempt(cfg: &BridgeConfig, max_packet: u32) -> Result<Established, String> {
     let addrs: Vec<_> = tokio::net::lookup_host(&cfg.remote)
         .await
         .map_err(|e| format!("cannot resolve {}: {e}", cfg.remote))?
@@ -58,7 +58,7 @@ async fn attempt(cfg: &BridgeConfig) -> Result<Established, String> {
     let (mut reader, mut writer) = stream.into_split();
     let mut out = BytesMut::new();
     codec::encode(
-        &Packet::Connect(Box::new(connect_packet(cfg))),
+        &Packet::Connect(Box::new(connect_packet(cfg, max_packet))),
         cfg.protocol,
         &mut out,
     )
@@ -69,7 +69,7 @@ async fn attempt(cfg: &BridgeConfig) -> Result<Established, String> {
         .map_err(|e| format!("write CONNECT: {e}"))?;
     let mut buf = BytesMut::with_capacity(1024);
     loop {
-        match codec::decode(&mut buf, Some(cfg.protocol), MAX_INBOUND_PACKET) {
+        match codec::decode(&mut buf, Some(cfg.protocol), max_packet) {
             Ok(Some(Packet::ConnAck(a))) if a.code == 0 => {
                 return Ok(Established {
                     writer,
@@ -93,7 +93,7 @@ async fn attempt(cfg: &BridgeConfig) -> Result<Established, String> {
     }
 }
 
-fn connect_packet(cfg: &BridgeConfig) -> Connect {
+fn connect_packet(cfg: &BridgeConfig, max_packet: u32) -> Connect {
     let session_expiry = (cfg.protocol == ProtocolVersion::V5 && cfg.session_expiry > 0)
         .then_some(cfg.session_expiry);
     Connect {
@@ -109,25 +109,28 @@ fn connect_packet(cfg: &BridgeConfig) -> Connect {
             .map(|p| bytes::Bytes::copy_from_slice(p.as_bytes())),
         properties: ConnectProperties {
             session_expiry_interval: session_expiry,
+            maximum_packet_size: (cfg.protocol == ProtocolVersion::V5).then_some(max_packet),
             ..Default::default()
         },
     }
 }
 
-/// Reads packets until the connection ends; each goes to the actor tagged
-/// with the connection's generation (stale ones are ignored there).
+/// Reads packets until the connection ends, handing each to `on_packet`
+/// (which returns false to stop: the actor is gone), then the reason to
+/// `on_lost`. The callers tag both with the connection's generation, so
+/// the actor ignores stale ones.
 pub(crate) async fn read_loop(
     mut reader: OwnedReadHalf,
     mut buf: BytesMut,
     version: ProtocolVersion,
-    gen: u64,
-    actor: ActorRef<BridgeMsg>,
+    max_packet: u32,
+    mut on_packet: impl FnMut(Packet) -> bool,
+    on_lost: impl FnOnce(String),
 ) {
     let reason = loop {
-        match codec::decode(&mut buf, Some(version), MAX_INBOUND_PACKET) {
+        match codec::decode(&mut buf, Some(version), max_packet) {
             Ok(Some(packet)) => {
-                let packet = packet.into();
-                if actor.cast(BridgeMsg::Packet { gen, packet }).is_err() {
+                if !on_packet(packet) {
                     return;
                 }
                 continue;
@@ -141,7 +144,7 @@ pub(crate) async fn read_loop(
             Err(e) => break format!("read: {e}"),
         }
     };
-    let _ = actor.cast(BridgeMsg::Lost { gen, reason });
+    on_lost(reason);
 }
 
 /// Write `bytes`, bounded by `timeout` (a remote that stopped reading must

@@ -183,7 +183,8 @@ async fn connect_subscribers(
     topo: &Topology,
 ) -> Result<Vec<crate::client::Client>> {
     let subs = open_all(topo.subscribers.len(), |i| {
-        let opts = cfg.connect_options(&format!("sub{i}"), None);
+        let mut opts = cfg.connect_options(&format!("sub{i}"), None);
+        opts.port = cfg.sub_port.unwrap_or(cfg.port);
         let filter = topo.subscribers[i].0.clone();
         let (qos, wait) = (cfg.qos, cfg.connect_timeout);
         async move {

@@ -48,6 +48,8 @@ const CONNECT_CONCURRENCY: usize = 128;
 pub struct BenchConfig {
     pub host: String,
     pub port: u16,
+    /// Where subscribers connect, when not `port` (cross-node runs).
+    pub sub_port: Option<u16>,
     /// The broker's pid, for CPU and RSS figures.
     pub broker_pid: Option<u32>,
     pub duration: Duration,

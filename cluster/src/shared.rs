@@ -1,0 +1,148 @@
+//! What the cluster's actors share, and the handle the management API uses.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use ractor::ActorRef;
+use roost_actors::broker::BrokerCtx;
+use roost_storage::Storage;
+use serde::{Deserialize, Serialize};
+
+use crate::forward::{ForwarderMsg, PeerLink};
+use crate::membership::MembershipMsg;
+use crate::settings::ClusterSettings;
+
+/// Exact counters of the cluster layer (metrics).
+#[derive(Debug, Default)]
+pub struct ClusterCounters {
+    /// Messages handed to a peer's ingress.
+    pub forwarded: AtomicU64,
+    /// Messages received from peers and published here.
+    pub received: AtomicU64,
+    /// Forwarded entries received twice (after a reconnect) and skipped.
+    pub duplicates_skipped: AtomicU64,
+    pub undecodable: AtomicU64,
+    pub peers_refused: AtomicU64,
+    /// Shared-group messages a peer picked this node for after the group's
+    /// last member here had gone (not delivered).
+    pub shared_no_member: AtomicU64,
+    pub heartbeat_timeouts: AtomicU64,
+}
+
+pub struct ClusterShared {
+    pub settings: ClusterSettings,
+    pub ctx: Arc<BrokerCtx>,
+    pub storage: Option<Storage>,
+    /// Start time of this process (ms since the Unix epoch).
+    pub incarnation: u64,
+    pub links: RwLock<BTreeMap<String, Arc<PeerLink>>>,
+    pub membership: RwLock<Option<ActorRef<MembershipMsg>>>,
+    pub forwarder: RwLock<Option<ActorRef<ForwarderMsg>>>,
+    pub counters: ClusterCounters,
+}
+
+impl ClusterShared {
+    pub fn new(
+        settings: ClusterSettings,
+        ctx: Arc<BrokerCtx>,
+        storage: Option<Storage>,
+    ) -> Arc<ClusterShared> {
+        Arc::new(ClusterShared {
+            settings,
+            ctx,
+            storage,
+            incarnation: roost_actors::broker::unix_ms(),
+            links: RwLock::new(BTreeMap::new()),
+            membership: RwLock::new(None),
+            forwarder: RwLock::new(None),
+            counters: ClusterCounters::default(),
+        })
+    }
+
+    pub fn link(&self, peer: &str) -> Option<Arc<PeerLink>> {
+        self.links.read().get(peer).cloned()
+    }
+}
+
+/// One member as `roost ctl cluster status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    pub node: String,
+    /// `up`, `down` or `joining` (known from a peer, never reached).
+    pub status: String,
+    pub address: String,
+    /// This node itself.
+    pub local: bool,
+    /// ms since the Unix epoch; 0 = never.
+    pub first_join_ms: u64,
+    pub last_seen_ms: u64,
+    /// Why it is down, when it is.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    /// Its filters this node routes to it.
+    pub routes: u64,
+    /// Messages waiting to be forwarded to it, and dropped because its
+    /// queue was full.
+    pub forward_queue: u64,
+    pub forward_dropped: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub cluster: String,
+    pub node: String,
+    pub listen: String,
+    pub discovery: String,
+    pub members: Vec<MemberStatus>,
+}
+
+/// The handle the rest of the node uses (management API, metrics).
+#[derive(Clone)]
+pub struct Cluster(pub Arc<ClusterShared>);
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Cluster {
+    fn membership(&self) -> Result<ActorRef<MembershipMsg>, String> {
+        self.0
+            .membership
+            .read()
+            .clone()
+            .ok_or_else(|| "the cluster membership actor is not running (restarting?)".to_owned())
+    }
+
+    pub async fn status(&self) -> Result<ClusterStatus, String> {
+        let m = self.membership()?;
+        ractor::call_t!(m, MembershipMsg::Status, 5_000).map_err(|e| e.to_string())
+    }
+
+    /// Dial `address` (`host:port`) and wait until it has joined, or fail.
+    pub async fn join(&self, address: String) -> Result<String, String> {
+        let m = self.membership()?;
+        ractor::call_t!(
+            m,
+            |reply| MembershipMsg::Join { address, reply },
+            CALL_TIMEOUT.as_millis() as u64
+        )
+        .map_err(|e| e.to_string())?
+    }
+
+    pub async fn leave(&self) -> Result<(), String> {
+        let m = self.membership()?;
+        ractor::call_t!(m, MembershipMsg::Leave, CALL_TIMEOUT.as_millis() as u64)
+            .map_err(|e| e.to_string())?
+    }
+
+    pub async fn force_leave(&self, node: String) -> Result<(), String> {
+        let m = self.membership()?;
+        ractor::call_t!(
+            m,
+            |reply| MembershipMsg::ForceLeave { node, reply },
+            CALL_TIMEOUT.as_millis() as u64
+        )
+        .map_err(|e| e.to_string())?
+    }
+}

@@ -1,0 +1,212 @@
+//! What crosses the network between nodes, and how.
+//!
+//! Exactly two actors per node have network-serializable message types (and
+//! so are mirrored to every peer by ractor_cluster, through the process
+//! groups below): the membership actor ([`Control`]) and the ingress actor
+//! ([`Data`]). Every other actor's messages are local-only. A message is one
+//! enum encoded with postcard behind a version byte; a peer that sends a
+//! version we do not know is logged and ignored, never trusted.
+//!
+//! Node names, not ractor_cluster's node ids, identify the sender: node ids
+//! are per-connection counters that a restarted peer reuses.
+
+use ractor::message::BoxedDowncastErr;
+use ractor::message::SerializedMessage;
+use serde::{Deserialize, Serialize};
+
+/// Process group of the membership actors (control plane).
+pub const CONTROL_GROUP: &str = "roost.cluster.control";
+/// Process group of the ingress actors (forwarded messages).
+pub const DATA_GROUP: &str = "roost.cluster.data";
+
+/// Bumped on an incompatible change of [`Control`] or [`Data`].
+pub const WIRE_VERSION: u8 = 1;
+
+/// Membership, heartbeat and route replication.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Control {
+    /// Sent by both sides once a link is ready, and answered by nothing: the
+    /// other side's own `Hello` is the answer.
+    Hello(Hello),
+    /// The sender will not keep this link (cluster name differs, ...).
+    Refused {
+        from: String,
+        reason: String,
+    },
+    /// Every `heartbeat_interval` to every peer that is up. Carries the
+    /// sender's route version: a receiver whose copy is behind asks for a
+    /// snapshot, so routes converge even when a delta was lost.
+    Heartbeat {
+        from: String,
+        incarnation: u64,
+        routes_version: u64,
+    },
+    Routes(RouteUpdate),
+    /// Please send a full route snapshot.
+    RoutesWanted {
+        from: String,
+    },
+    /// The sender leaves the cluster (`roost ctl cluster leave`): forget it.
+    Leaving {
+        from: String,
+    },
+    /// `roost ctl cluster force-leave NODE` on the sender: forget `node`.
+    Forget {
+        from: String,
+        node: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    pub cluster: String,
+    pub from: String,
+    /// Start time of the sender's process (ms since the Unix epoch), to
+    /// tell a restarted peer from a reconnected one.
+    pub incarnation: u64,
+    /// `host:port` peers dial to reach the sender (a name, resolved again
+    /// on every attempt).
+    pub advertise: String,
+    /// The members the sender knows, with their advertised addresses: a
+    /// joining node learns the whole cluster from any one member.
+    pub members: Vec<(String, String)>,
+    /// Answer with a `Hello` of your own (the first one on a link, and one
+    /// sent to repair a link only one side considers up).
+    pub want_reply: bool,
+}
+
+/// The filters of the sender's sessions: a full snapshot, or a delta on top
+/// of version `version - 1`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteUpdate {
+    pub from: String,
+    pub incarnation: u64,
+    pub version: u64,
+    pub snapshot: bool,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+/// Forwarded messages, and their acknowledgements.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Data {
+    /// Messages published on `from`, in order. `seq`s increase within one
+    /// incarnation of the sender; the receiver skips what it already applied.
+    Forward {
+        from: String,
+        incarnation: u64,
+        /// (seq, `StoredMessage` encoded with postcard).
+        entries: Vec<(u64, Vec<u8>)>,
+    },
+    /// Everything up to `through` of the receiver's queue to `from` arrived.
+    Ack {
+        from: String,
+        incarnation: u64,
+        through: u64,
+    },
+}
+
+/// Encode a wire message for ractor_cluster.
+pub fn encode<T: Serialize>(msg: &T) -> Result<SerializedMessage, BoxedDowncastErr> {
+    let mut args = vec![WIRE_VERSION];
+    let body = postcard::to_stdvec(msg).map_err(|e| {
+        tracing::error!(error = %e, "cluster_encode_failed");
+        BoxedDowncastErr
+    })?;
+    args.extend_from_slice(&body);
+    Ok(SerializedMessage::Cast {
+        variant: String::new(),
+        args,
+        metadata: None,
+    })
+}
+
+/// Decode a wire message from a peer. Anything unexpected is logged and
+/// dropped (ractor drops a message whose decoding fails).
+pub fn decode<T: for<'de> Deserialize<'de>>(msg: SerializedMessage) -> Result<T, BoxedDowncastErr> {
+    let SerializedMessage::Cast { args, .. } = msg else {
+        tracing::warn!("cluster_unexpected_call: peers only cast to cluster actors");
+        return Err(BoxedDowncastErr);
+    };
+    match args.split_first() {
+        Some((&WIRE_VERSION, body)) => postcard::from_bytes(body).map_err(|e| {
+            tracing::warn!(error = %e, "cluster_decode_failed");
+            BoxedDowncastErr
+        }),
+        Some((v, _)) => {
+            tracing::warn!(
+                version = v,
+                ours = WIRE_VERSION,
+                "cluster_wire_version_mismatch: a peer runs an incompatible Roost"
+            );
+            Err(BoxedDowncastErr)
+        }
+        None => Err(BoxedDowncastErr),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_and_data_round_trip() {
+        let msgs = vec![
+            Control::Hello(Hello {
+                cluster: "c".into(),
+                from: "a@h".into(),
+                incarnation: 7,
+                advertise: "h:4370".into(),
+                members: vec![("b@h".into(), "h:4371".into())],
+                want_reply: true,
+            }),
+            Control::Routes(RouteUpdate {
+                from: "a@h".into(),
+                incarnation: 7,
+                version: 3,
+                snapshot: false,
+                added: vec!["a/+".into()],
+                removed: vec!["$share/g/x".into()],
+            }),
+        ];
+        for m in msgs {
+            let back: Control = decode(encode(&m).unwrap()).unwrap();
+            assert_eq!(back, m);
+        }
+        let d = Data::Forward {
+            from: "a@h".into(),
+            incarnation: 1,
+            entries: vec![(1, vec![1, 2, 3])],
+        };
+        let back: Data = decode(encode(&d).unwrap()).unwrap();
+        assert_eq!(back, d);
+    }
+
+    #[test]
+    fn other_versions_and_garbage_are_refused() {
+        let SerializedMessage::Cast { mut args, .. } =
+            encode(&Control::Leaving { from: "a".into() }).unwrap()
+        else {
+            unreachable!()
+        };
+        args[0] = WIRE_VERSION + 1;
+        let newer = SerializedMessage::Cast {
+            variant: String::new(),
+            args,
+            metadata: None,
+        };
+        assert!(decode::<Control>(newer).is_err());
+        let garbage = SerializedMessage::Cast {
+            variant: String::new(),
+            args: vec![WIRE_VERSION, 0xff, 0xff, 0xff],
+            metadata: None,
+        };
+        assert!(decode::<Control>(garbage).is_err());
+        let empty = SerializedMessage::Cast {
+            variant: String::new(),
+            args: vec![],
+            metadata: None,
+        };
+        assert!(decode::<Data>(empty).is_err());
+    }
+}

@@ -1,0 +1,117 @@
+//! The cluster's part of `/metrics` (issue #4): members by status, and the
+//! exact forwarding counters.
+
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use roost_actors::broker::Counters;
+use roost_cluster::Cluster;
+
+/// Figures of the cluster layer for one scrape.
+#[derive(Debug, Default, Clone)]
+pub struct ClusterSnapshot {
+    /// Other members by status (`up`, `down`, `joining`); this node is not
+    /// counted. `None` if the membership actor did not answer.
+    pub members: Option<Vec<(String, u64)>>,
+    pub forwarded: u64,
+    pub received: u64,
+    pub forward_queued: u64,
+    pub forward_dropped: u64,
+    pub duplicates_skipped: u64,
+    pub heartbeat_timeouts: u64,
+    pub peers_refused: u64,
+}
+
+pub async fn snapshot(cluster: &Cluster) -> ClusterSnapshot {
+    let shared = &cluster.0;
+    let c = &shared.counters;
+    let (mut queued, mut dropped) = (0, 0);
+    for link in shared.links.read().values() {
+        let s = link.mailbox.stats();
+        queued += s.memory_messages + s.disk_messages + s.unacked_messages;
+        dropped += s.dropped_queue_full;
+    }
+    let members = cluster.status().await.ok().map(|st| {
+        let mut by: Vec<(String, u64)> = ["up", "down", "joining"]
+            .iter()
+            .map(|s| ((*s).to_owned(), 0))
+            .collect();
+        for m in st.members.iter().filter(|m| !m.local) {
+            if let Some(e) = by.iter_mut().find(|(s, _)| *s == m.status) {
+                e.1 += 1;
+            }
+        }
+        by
+    });
+    ClusterSnapshot {
+        members,
+        forwarded: Counters::get(&c.forwarded),
+        received: Counters::get(&c.received),
+        forward_queued: queued,
+        forward_dropped: dropped,
+        duplicates_skipped: Counters::get(&c.duplicates_skipped),
+        heartbeat_timeouts: Counters::get(&c.heartbeat_timeouts),
+        peers_refused: Counters::get(&c.peers_refused),
+    }
+}
+
+pub fn register(r: &mut Registry, s: &ClusterSnapshot) {
+    if let Some(members) = &s.members {
+        let family = Family::<Vec<(String, String)>, Gauge>::default();
+        for (status, n) in members {
+            family
+                .get_or_create(&vec![("status".to_owned(), status.clone())])
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+        }
+        r.register(
+            "cluster_members",
+            "Other members of the cluster by status (up, down, joining)",
+            family,
+        );
+    }
+    let gauge = |v: u64| {
+        let g = Gauge::<i64>::default();
+        g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        g
+    };
+    r.register(
+        "cluster_forward_queued",
+        "Messages waiting to be forwarded to other nodes (sent and unacknowledged included)",
+        gauge(s.forward_queued),
+    );
+    for (name, help, v) in [
+        (
+            "cluster_forwarded",
+            "Messages forwarded to other nodes",
+            s.forwarded,
+        ),
+        (
+            "cluster_received",
+            "Messages received from other nodes and published here",
+            s.received,
+        ),
+        (
+            "cluster_forward_dropped",
+            "Messages for other nodes dropped because a forward queue was full (cluster.forward_buffer)",
+            s.forward_dropped,
+        ),
+        (
+            "cluster_duplicates_skipped",
+            "Forwarded messages received again after a reconnect and skipped",
+            s.duplicates_skipped,
+        ),
+        (
+            "cluster_heartbeat_timeouts",
+            "Members marked down for missing heartbeats",
+            s.heartbeat_timeouts,
+        ),
+        (
+            "cluster_peers_refused",
+            "Links refused: failed authentication (cookie) or another cluster name",
+            s.peers_refused,
+        ),
+    ] {
+        r.register(name, help, ConstCounter::new(v));
+    }
+}

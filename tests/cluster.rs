@@ -1,0 +1,573 @@
+//! Clustering (issue #4) with real `roost` processes on loopback: formation
+//! from seeds, delivery and retained messages across nodes, failure
+//! detection of a SIGSTOPped peer, reconnection of a restarted one, refusal
+//! of a wrong cookie or cluster name, a restart of every node at once with
+//! a member gone for good, and join/leave/force-leave through `roost ctl`.
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use common::{temp_data_dir, Raw};
+use roost_protocol::packet::{Packet, ProtocolVersion, QoS};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_roost");
+const COOKIE: &str = "test-cluster-cookie";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One node's identity, ports and data directory (kept across restarts).
+#[derive(Clone)]
+struct Site {
+    name: String,
+    mqtt: SocketAddr,
+    mgmt: SocketAddr,
+    cluster: u16,
+    data: PathBuf,
+    cookie: String,
+    cluster_name: String,
+    seeds: Vec<String>,
+}
+
+impl Site {
+    fn new(name: &str) -> Site {
+        let port = |_| SocketAddr::from(([127, 0, 0, 1], free_port()));
+        Site {
+            name: format!("{name}@localhost"),
+            mqtt: port(()),
+            mgmt: port(()),
+            cluster: free_port(),
+            data: temp_data_dir(),
+            cookie: COOKIE.into(),
+            cluster_name: "roost".into(),
+            seeds: Vec::new(),
+        }
+    }
+
+    fn address(&self) -> String {
+        format!("localhost:{}", self.cluster)
+    }
+
+    fn log(&self) -> PathBuf {
+        self.data.with_extension("log")
+    }
+
+    /// Spawn `roost start` for this site (does not wait).
+    fn spawn(&self) -> Node {
+        std::fs::create_dir_all(&self.data).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log())
+            .unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("start")
+            .args(["--node-name", &self.name])
+            .args(["--mqtt", &self.mqtt.to_string()])
+            .args(["--mgmt", &self.mgmt.to_string()])
+            .args(["--cluster-listen", &format!("127.0.0.1:{}", self.cluster)])
+            .args(["--cookie", &self.cookie])
+            .arg("--data-dir")
+            .arg(&self.data)
+            .env("ROOST_CLUSTER__NAME", &self.cluster_name)
+            .env("ROOST_CLUSTER__HEARTBEAT_TIMEOUT", "3s")
+            .env("RUST_LOG", "info,roost_cluster=debug")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        if !self.seeds.is_empty() {
+            cmd.args(["--seeds", &self.seeds.join(",")]);
+        }
+        Node {
+            child: cmd.spawn().expect("spawn roost"),
+            site: self.clone(),
+        }
+    }
+
+    /// Spawn and wait until it serves MQTT; the time that took.
+    async fn start(&self) -> (Node, Duration) {
+        let t0 = Instant::now();
+        let mut node = self.spawn();
+        let deadline = t0 + Duration::from_secs(20);
+        loop {
+            if tokio::net::TcpStream::connect(self.mqtt).await.is_ok() {
+                return (node, t0.elapsed());
+            }
+            if let Some(status) = node.child.try_wait().unwrap() {
+                panic!("{} exited before serving: {status}", self.name);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not listen in time",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn ctl(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(BIN)
+            .args(["ctl", "--node", &format!("http://{}", self.mgmt)])
+            .arg("--data-dir")
+            .arg(&self.data)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `roost ctl --json cluster status`: member name -> status.
+    fn members(&self) -> Vec<(String, String)> {
+        let (code, out, _) = self.ctl(&["--json", "cluster", "status"]);
+        if code != 0 {
+            return Vec::new();
+        }
+        let v: Value = serde_json::from_str(&out).unwrap();
+        v["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["node"].as_str().unwrap().to_owned(),
+                    m["status"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    fn member_field(&self, node: &str, field: &str) -> Option<Value> {
+        let (code, out, _) = self.ctl(&["--json", "cluster", "status"]);
+        if code != 0 {
+            return None;
+        }
+        let v: Value = serde_json::from_str(&out).unwrap();
+        v["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["node"] == node)
+            .map(|m| m[field].clone())
+    }
+
+    fn status_of(&self, node: &str) -> Option<String> {
+        self.members()
+            .into_iter()
+            .find(|(n, _)| n == node)
+            .map(|(_, s)| s)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log()).unwrap_or_default()
+    }
+}
+
+struct Node {
+    child: Child,
+    site: Site,
+}
+
+impl Node {
+    fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig}");
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = &self.site;
+    }
+}
+
+/// Sites that all seed each other.
+fn sites(names: &[&str]) -> Vec<Site> {
+    let mut sites: Vec<Site> = names.iter().map(|n| Site::new(n)).collect();
+    let seeds: Vec<String> = sites.iter().map(Site::address).collect();
+    for s in &mut sites {
+        s.seeds.clone_from(&seeds);
+    }
+    sites
+}
+
+/// Wait until `cond` holds, polling; how long it took, or panic with `what`.
+async fn within(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        if cond() {
+            return t0.elapsed();
+        }
+        assert!(t0.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn all_up(site: &Site, names: &[&Site]) -> bool {
+    let members = site.members();
+    names
+        .iter()
+        .all(|n| members.iter().any(|(m, s)| *m == n.name && s == "up"))
+}
+
+async fn formed(sites: &[Site], limit: Duration) -> Duration {
+    let all: Vec<&Site> = sites.iter().collect();
+    within(limit, "cluster formed", || {
+        sites.iter().all(|s| all_up(s, &all))
+    })
+    .await
+}
+
+async fn subscriber(site: &Site, id: &str, filter: &str) -> Raw {
+    let (mut c, _) = Raw::connect(site.mqtt, ProtocolVersion::V5, id, true).await;
+    c.subscribe(1, filter, QoS::AtLeastOnce).await;
+    c
+}
+
+/// Wait until `publisher` routes `node`'s filters (it has `n` of them).
+async fn routes_reach(publisher: &Site, node: &Site, n: u64) {
+    within(Duration::from_secs(10), "routes replicated", || {
+        publisher
+            .member_field(&node.name, "routes")
+            .and_then(|v| v.as_u64())
+            .is_some_and(|r| r >= n)
+    })
+    .await;
+}
+
+async fn receive_in_order(c: &mut Raw, prefix: &str, n: u32) {
+    for i in 0..n {
+        let m = c.expect_publish().await;
+        assert_eq!(
+            std::str::from_utf8(&m.payload).unwrap(),
+            format!("{prefix}{i}"),
+            "message {i} in order"
+        );
+        if m.qos != QoS::AtMostOnce {
+            c.puback(m.packet_id).await;
+        }
+    }
+}
+
+async fn publish_n(site: &Site, topic: &str, prefix: &str, n: u32) {
+    let (mut p, _) = Raw::connect(site.mqtt, ProtocolVersion::V311, "pub", true).await;
+    for i in 0..n {
+        p.publish_qos1(topic, format!("{prefix}{i}"), (i % 60_000 + 1) as u16)
+            .await;
+    }
+    p.disconnect().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_form_a_cluster_and_deliver_across_nodes() {
+    let s = sites(&["a", "b", "c"]);
+    let _nodes: Vec<Node> = s.iter().map(Site::spawn).collect();
+    let took = formed(&s, Duration::from_secs(15)).await;
+    eprintln!("3 nodes formed in {took:?}");
+
+    // ctl's table lists every member as up.
+    let (code, table, _) = s[0].ctl(&["cluster", "status"]);
+    assert_eq!(code, 0);
+    for site in &s {
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with(&site.name) && l.contains(" up ")),
+            "{} not up in:\n{table}",
+            site.name
+        );
+    }
+
+    // Subscribers on b (wildcard) and c; publisher on a.
+    let mut on_b = subscriber(&s[1], "sub-b", "t/#").await;
+    let mut on_c = subscriber(&s[2], "sub-c", "t/+/x").await;
+    routes_reach(&s[0], &s[1], 1).await;
+    routes_reach(&s[0], &s[2], 1).await;
+    publish_n(&s[0], "t/a/x", "m", 200).await;
+    receive_in_order(&mut on_b, "m", 200).await;
+    receive_in_order(&mut on_c, "m", 200).await;
+    // A topic only b's wildcard matches does not reach c.
+    publish_n(&s[0], "t/only-b", "o", 1).await;
+    receive_in_order(&mut on_b, "o", 1).await;
+    on_c.expect_nothing(Duration::from_millis(500)).await;
+
+    // Exact counters: a forwarded 200 messages to each of b and c, and one
+    // more to b; b and c published them.
+    let metric = |site: &Site, line: &str| -> u64 {
+        let (code, text, _) = site.ctl(&["metrics"]);
+        assert_eq!(code, 0);
+        text.lines()
+            .find_map(|l| l.strip_prefix(line).map(|v| v.trim().parse().unwrap()))
+            .unwrap_or_else(|| panic!("no {line} in:\n{text}"))
+    };
+    assert_eq!(metric(&s[0], "roost_cluster_members{status=\"up\"}"), 2);
+    assert_eq!(metric(&s[0], "roost_cluster_members{status=\"down\"}"), 0);
+    assert_eq!(metric(&s[0], "roost_cluster_forwarded_total"), 401);
+    assert_eq!(metric(&s[1], "roost_cluster_received_total"), 201);
+    assert_eq!(metric(&s[2], "roost_cluster_received_total"), 200);
+    assert_eq!(metric(&s[0], "roost_cluster_forward_dropped_total"), 0);
+
+    // A retained message published on b is visible from c.
+    let (mut p, _) = Raw::connect(s[1].mqtt, ProtocolVersion::V311, "retainer", true).await;
+    let mut retained = common::publish("r/1", "kept", QoS::AtMostOnce, 0);
+    retained.retain = true;
+    p.send_publish(retained).await;
+    p.disconnect().await;
+    let mut seen = false;
+    for _ in 0..50 {
+        let (mut r, _) = Raw::connect(s[2].mqtt, ProtocolVersion::V311, "reader", true).await;
+        r.subscribe(1, "r/#", QoS::AtMostOnce).await;
+        if let Some(Packet::Publish(m)) = r.recv_within(Duration::from_millis(200)).await {
+            assert_eq!(&m.payload[..], b"kept");
+            assert!(m.retain);
+            seen = true;
+            break;
+        }
+    }
+    assert!(seen, "retained message not visible from another node");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigstopped_peer_is_marked_down_then_rejoins_after_sigcont() {
+    let s = sites(&["a", "b"]);
+    let _a = s[0].spawn();
+    let b = s[1].spawn();
+    formed(&s, Duration::from_secs(15)).await;
+
+    b.signal("STOP");
+    let down = within(Duration::from_secs(8), "stopped peer marked down", || {
+        s[0].status_of(&s[1].name).as_deref() == Some("down")
+    })
+    .await;
+    eprintln!("SIGSTOPped peer marked down after {down:?}");
+    // heartbeat_timeout is 3 s here (the default is 4 s, under the 5 s bound).
+    assert!(down <= Duration::from_secs(5), "took {down:?}");
+
+    b.signal("CONT");
+    let back = within(Duration::from_secs(10), "peer back after SIGCONT", || {
+        all_up(&s[0], &[&s[1]]) && all_up(&s[1], &[&s[0]])
+    })
+    .await;
+    eprintln!("rejoined {back:?} after SIGCONT");
+
+    // And it works again.
+    let mut on_b = subscriber(&s[1], "sub-b", "x").await;
+    routes_reach(&s[0], &s[1], 1).await;
+    publish_n(&s[0], "x", "after-", 10).await;
+    receive_in_order(&mut on_b, "after-", 10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_restarted_on_the_same_name_is_reconnected_without_a_manual_step() {
+    let mut s = sites(&["a", "b"]);
+    // b knows no seed: it finds a again from the member list it persisted.
+    let _a = s[0].spawn();
+    let b = s[1].spawn();
+    formed(&s, Duration::from_secs(15)).await;
+    b.kill9();
+    within(Duration::from_secs(8), "killed peer marked down", || {
+        s[0].status_of(&s[1].name).as_deref() == Some("down")
+    })
+    .await;
+    s[1].seeds.clear();
+    let (_b, serving) = s[1].start().await;
+    assert!(
+        serving < Duration::from_secs(2),
+        "serving after {serving:?}"
+    );
+    let back = formed(&s, Duration::from_secs(10)).await;
+    eprintln!("restarted peer back in {back:?}");
+
+    let mut on_b = subscriber(&s[1], "sub-b", "y/#").await;
+    routes_reach(&s[0], &s[1], 1).await;
+    publish_n(&s[0], "y/1", "r", 20).await;
+    receive_in_order(&mut on_b, "r", 20).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_cookie_or_cluster_name_is_refused_with_a_clear_log_line() {
+    let mut s = sites(&["a", "b", "c"]);
+    s[1].cookie = "another-cookie-value".into();
+    s[2].cluster_name = "other".into();
+    let _nodes: Vec<Node> = s.iter().map(Site::spawn).collect();
+    within(Duration::from_secs(10), "refusals logged", || {
+        let (a, b, c) = (s[0].log_text(), s[1].log_text(), s[2].log_text());
+        a.contains("cluster_handshake_failed")
+            && b.contains("cluster_handshake_failed")
+            && a.contains("cluster_peer_refused")
+            && c.contains("cluster_peer_refused")
+    })
+    .await;
+    // Nobody is up for anybody, and the cookie never shows in a log.
+    for site in &s {
+        let others: Vec<(String, String)> = site
+            .members()
+            .into_iter()
+            .filter(|(n, _)| *n != site.name)
+            .collect();
+        assert!(
+            others.iter().all(|(_, st)| st != "up"),
+            "{}: {others:?}",
+            site.name
+        );
+        assert!(!site.log_text().contains(COOKIE));
+        assert!(!site.log_text().contains("another-cookie-value"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_restarting_at_once_with_one_member_gone_reforms_by_itself() {
+    let s = sites(&["a", "b", "c"]);
+    let nodes: Vec<Node> = s.iter().map(Site::spawn).collect();
+    formed(&s, Duration::from_secs(15)).await;
+    for n in nodes {
+        n.kill9();
+    }
+    // c is gone for good; a and b come back at once, b first, and without
+    // their seed lists: only what they remember.
+    let mut survivors = vec![s[1].clone(), s[0].clone()];
+    for site in &mut survivors {
+        site.seeds.clear();
+    }
+    let t0 = Instant::now();
+    let mut restarted = Vec::new();
+    for site in &survivors {
+        restarted.push(site.spawn());
+    }
+    for site in &survivors {
+        let serving = within(Duration::from_secs(5), "serving", || {
+            std::net::TcpStream::connect(site.mqtt).is_ok()
+        })
+        .await;
+        let _ = serving;
+    }
+    let serving = t0.elapsed();
+    assert!(
+        serving < Duration::from_secs(2),
+        "serving after {serving:?}"
+    );
+    let reformed = formed(&survivors, Duration::from_secs(10)).await + serving;
+    eprintln!("serving after {serving:?}, re-formed after {reformed:?}");
+    assert!(reformed < Duration::from_secs(10));
+    // The gone member is shown down, and it does not stop anything.
+    assert_eq!(s[0].status_of(&s[2].name).as_deref(), Some("down"));
+    let mut on_a = subscriber(&s[0], "sub-a", "z").await;
+    routes_reach(&s[1], &s[0], 1).await;
+    publish_n(&s[1], "z", "z", 5).await;
+    receive_in_order(&mut on_a, "z", 5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_leave_and_force_leave_through_ctl() {
+    let s = vec![Site::new("a"), Site::new("b")];
+    let _a = s[0].spawn();
+    let b = s[1].spawn();
+    within(Duration::from_secs(10), "nodes answer", || {
+        s.iter().all(|x| !x.members().is_empty())
+    })
+    .await;
+
+    let (code, out, err) = s[0].ctl(&["cluster", "join", &s[1].address()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&s[1].name), "{out}");
+    formed(&s, Duration::from_secs(5)).await;
+
+    // Usage and operation errors.
+    let (code, _, err) = s[0].ctl(&["cluster", "join", "no-port"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("host:port"), "{err}");
+    let (code, _, err) = s[0].ctl(&["cluster", "force-leave", &s[1].name]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is up"), "{err}");
+    let (code, _, err) = s[0].ctl(&["cluster", "force-leave", "nobody@nowhere"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not a member"), "{err}");
+    let (code, _, _) = s[0].ctl(&["cluster", "frobnicate"]);
+    assert_eq!(code, 2);
+
+    // b leaves: a forgets it, and b stays alone.
+    let (code, out, err) = s[1].ctl(&["cluster", "leave"]);
+    assert_eq!(code, 0, "{out}{err}");
+    within(Duration::from_secs(5), "a forgets b", || {
+        s[0].status_of(&s[1].name).is_none()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(s[1].status_of(&s[0].name).is_none());
+
+    // Join again, then b dies for good and is force-left.
+    let (code, out, err) = s[1].ctl(&["cluster", "join", &s[0].address()]);
+    assert_eq!(code, 0, "{out}{err}");
+    formed(&s, Duration::from_secs(5)).await;
+    b.kill9();
+    within(Duration::from_secs(8), "b down", || {
+        s[0].status_of(&s[1].name).as_deref() == Some("down")
+    })
+    .await;
+    let (code, out, err) = s[0].ctl(&["cluster", "force-leave", &s[1].name]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(s[0].status_of(&s[1].name).is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_group_with_members_on_several_nodes_gets_each_message_once() {
+    let s = sites(&["a", "b", "c"]);
+    let _nodes: Vec<Node> = s.iter().map(Site::spawn).collect();
+    formed(&s, Duration::from_secs(15)).await;
+    // Members of group g on a (the publisher's node) and on b; none on c.
+    let mut on_a = subscriber(&s[0], "member-a", "$share/g/work/#").await;
+    let mut on_b = subscriber(&s[1], "member-b", "$share/g/work/#").await;
+    routes_reach(&s[0], &s[1], 1).await;
+    routes_reach(&s[2], &s[0], 1).await;
+    routes_reach(&s[2], &s[1], 1).await;
+
+    // From a (one local member, one remote) and from c (two remote).
+    const N: u32 = 60;
+    publish_n(&s[0], "work/1", "a", N).await;
+    publish_n(&s[2], "work/2", "c", N).await;
+    let mut got: Vec<String> = Vec::new();
+    let mut per_member = [0u32; 2];
+    for (i, c) in [&mut on_a, &mut on_b].into_iter().enumerate() {
+        while let Some(Packet::Publish(m)) = c.recv_within(Duration::from_millis(1500)).await {
+            c.puback(m.packet_id).await;
+            got.push(String::from_utf8(m.payload.to_vec()).unwrap());
+            per_member[i] += 1;
+        }
+    }
+    got.sort();
+    let mut expected: Vec<String> = (0..N)
+        .flat_map(|i| [format!("a{i}"), format!("c{i}")])
+        .collect();
+    expected.sort();
+    assert_eq!(got, expected, "every message exactly once to the group");
+    assert!(
+        per_member.iter().all(|n| *n >= N / 4),
+        "load shared across nodes: {per_member:?}"
+    );
+}
