@@ -145,10 +145,46 @@ pub fn dispatch(ctx: &BrokerCtx, msg: Arc<Message>) -> RouteOutcome {
     if msg.retain {
         ctx.retained.apply(&msg);
     }
+    deliver(ctx, &msg, |to_store| ctx.routes.route(&msg, to_store))
+}
+
+/// A message that came from a cluster peer: retained store and this node's
+/// sessions, never back to peers or bridges (they got it, or will, from the
+/// node it was published on). Counted as received by the cluster layer.
+pub fn dispatch_from_peer(ctx: &BrokerCtx, msg: Arc<Message>) -> RouteOutcome {
+    if msg.retain {
+        ctx.retained.apply(&msg);
+    }
+    deliver(ctx, &msg, |to_store| {
+        ctx.routes.route_sessions(&msg, to_store)
+    })
+}
+
+/// A message a peer picked this node for as the member of shared group
+/// `group` on `filter`: to one local member of it.
+pub fn dispatch_shared_from_peer(
+    ctx: &BrokerCtx,
+    msg: Arc<Message>,
+    group: &str,
+    filter: &str,
+) -> RouteOutcome {
+    deliver(ctx, &msg, |to_store| {
+        ctx.routes
+            .route_shared_member(&msg, group, filter, to_store)
+    })
+}
+
+/// Route with `route`, store what goes to durable queues, count inbox drops:
+/// the part every dispatch shares.
+fn deliver(
+    ctx: &BrokerCtx,
+    msg: &Arc<Message>,
+    route: impl FnOnce(&mut Vec<ToStore>) -> RouteOutcome,
+) -> RouteOutcome {
     let mut to_store = Vec::new();
-    let mut outcome = ctx.routes.route(&msg, &mut to_store);
+    let mut outcome = route(&mut to_store);
     if !to_store.is_empty() {
-        store_then_push(ctx, &msg, to_store, &mut outcome);
+        store_then_push(ctx, msg, to_store, &mut outcome);
     }
     Counters::add(
         &ctx.counters.messages_dropped_inbox_full,
@@ -167,47 +203,6 @@ pub fn dispatch(ctx: &BrokerCtx, msg: Arc<Message>) -> RouteOutcome {
 /// a memtable insert and a write(2) to the log, microseconds; with it, an
 /// fsync, run under `block_in_place` so that the other tasks of this worker
 /// move to another one meanwhile.
-/// A message that came from a cluster peer: retained store and this node's
-/// sessions, never back to peers or bridges (they got it, or will, from the
-/// node it was published on). Counted as received by the cluster layer.
-pub fn dispatch_from_peer(ctx: &BrokerCtx, msg: Arc<Message>) -> RouteOutcome {
-    if msg.retain {
-        ctx.retained.apply(&msg);
-    }
-    let mut to_store = Vec::new();
-    let mut outcome = ctx.routes.route_sessions(&msg, &mut to_store);
-    if !to_store.is_empty() {
-        store_then_push(ctx, &msg, to_store, &mut outcome);
-    }
-    Counters::add(
-        &ctx.counters.messages_dropped_inbox_full,
-        outcome.dropped as u64,
-    );
-    outcome
-}
-
-/// A message a peer picked this node for as the member of shared group
-/// `group` on `filter`: to one local member of it.
-pub fn dispatch_shared_from_peer(
-    ctx: &BrokerCtx,
-    msg: Arc<Message>,
-    group: &str,
-    filter: &str,
-) -> RouteOutcome {
-    let mut to_store = Vec::new();
-    let mut outcome = ctx
-        .routes
-        .route_shared_member(&msg, group, filter, &mut to_store);
-    if !to_store.is_empty() {
-        store_then_push(ctx, &msg, to_store, &mut outcome);
-    }
-    Counters::add(
-        &ctx.counters.messages_dropped_inbox_full,
-        outcome.dropped as u64,
-    );
-    outcome
-}
-
 fn store_then_push(
     ctx: &BrokerCtx,
     msg: &Arc<Message>,
