@@ -37,6 +37,8 @@ struct Site {
     cookie: String,
     cluster_name: String,
     seeds: Vec<String>,
+    /// Extra `ROOST_*` settings.
+    env: Vec<(String, String)>,
 }
 
 impl Site {
@@ -51,6 +53,7 @@ impl Site {
             cookie: COOKIE.into(),
             cluster_name: "roost".into(),
             seeds: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -82,6 +85,7 @@ impl Site {
             .env("ROOST_CLUSTER__NAME", &self.cluster_name)
             .env("ROOST_CLUSTER__HEARTBEAT_TIMEOUT", "3s")
             .env("RUST_LOG", "info,roost_cluster=debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         if !self.seeds.is_empty() {
@@ -319,13 +323,6 @@ async fn three_nodes_form_a_cluster_and_deliver_across_nodes() {
 
     // Exact counters: a forwarded 200 messages to each of b and c, and one
     // more to b; b and c published them.
-    let metric = |site: &Site, line: &str| -> u64 {
-        let (code, text, _) = site.ctl(&["metrics"]);
-        assert_eq!(code, 0);
-        text.lines()
-            .find_map(|l| l.strip_prefix(line).map(|v| v.trim().parse().unwrap()))
-            .unwrap_or_else(|| panic!("no {line} in:\n{text}"))
-    };
     assert_eq!(metric(&s[0], "roost_cluster_members{status=\"up\"}"), 2);
     assert_eq!(metric(&s[0], "roost_cluster_members{status=\"down\"}"), 0);
     assert_eq!(metric(&s[0], "roost_cluster_forwarded_total"), 401);
@@ -351,6 +348,85 @@ async fn three_nodes_form_a_cluster_and_deliver_across_nodes() {
         }
     }
     assert!(seen, "retained message not visible from another node");
+}
+
+/// `roost ctl metrics`: the value of the sample line starting with `line`.
+fn metric(site: &Site, line: &str) -> u64 {
+    let (code, text, _) = site.ctl(&["metrics"]);
+    assert_eq!(code, 0);
+    text.lines()
+        .find_map(|l| l.strip_prefix(line).map(|v| v.trim().parse().unwrap()))
+        .unwrap_or_else(|| panic!("no {line} in:\n{text}"))
+}
+
+/// Flow control across nodes: a publisher on a floods QoS 1 messages at a
+/// subscriber on b that is slower. a's forward queue is small (256 KiB,
+/// the publish is 4 MB) and b's session queue is 100 messages: without the
+/// publisher being paused (a's valve, b's delayed batch acknowledgements)
+/// acknowledged messages would be dropped at either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slower_subscriber_on_another_node_loses_no_acknowledged_message() {
+    const N: u16 = 20_000;
+    let mut s = sites(&["a", "b"]);
+    for site in &mut s {
+        site.env = vec![
+            ("ROOST_CLUSTER__FORWARD_BUFFER".into(), "256KiB".into()),
+            ("ROOST_MQTT__MAX_MQUEUE_LEN".into(), "100".into()),
+        ];
+    }
+    let _nodes: Vec<Node> = s.iter().map(Site::spawn).collect();
+    formed(&s, Duration::from_secs(15)).await;
+    let mut sub = subscriber(&s[1], "slow-sub", "fc/#").await;
+    routes_reach(&s[0], &s[1], 1).await;
+
+    let (mut publ, _) = Raw::connect(s[0].mqtt, ProtocolVersion::V5, "fast-pub", true).await;
+    let mut burst = bytes::BytesMut::new();
+    for i in 1..=N {
+        let mut payload = i.to_be_bytes().to_vec();
+        payload.resize(200, b'.');
+        let p = common::publish("fc/t", payload, QoS::AtLeastOnce, i);
+        roost_protocol::codec::encode(&Packet::Publish(p), ProtocolVersion::V5, &mut burst)
+            .unwrap();
+    }
+    let writer = tokio::spawn(async move {
+        publ.send_bytes(&burst).await;
+        let mut acked = 0;
+        while acked < N {
+            match publ.recv().await {
+                Some(Packet::PubAck(_)) => acked += 1,
+                other => panic!("expected PUBACK, got {other:?}"),
+            }
+        }
+        publ
+    });
+    let read_all = async {
+        for expected in 1..=N {
+            let p = sub.expect_publish().await;
+            assert_eq!(
+                p.payload[..2],
+                expected.to_be_bytes(),
+                "message {expected} out of order or lost"
+            );
+            sub.puback(p.packet_id).await;
+            if expected % 500 == 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), read_all)
+        .await
+        .expect("every message reached the slower subscriber");
+    let publ = tokio::time::timeout(Duration::from_secs(10), writer)
+        .await
+        .expect("every publish acknowledged")
+        .unwrap();
+    drop(publ);
+    assert_eq!(metric(&s[0], "roost_cluster_forward_dropped_total"), 0);
+    for reason in ["inbox_full", "queue_full"] {
+        let line = format!("roost_messages_dropped_total{{reason=\"{reason}\"}}");
+        assert_eq!(metric(&s[1], &line), 0, "{line}");
+    }
+    assert!(metric(&s[0], "roost_publisher_pauses_total") > 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -29,10 +29,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn, Instrument, Span};
 
 use crate::broker::{publish, BrokerConfig, BrokerCtx, Counters};
-use crate::inbox::Inbox;
 use crate::outbound::Outbound;
 use crate::rate_limit::{tokio_now, PublishLimiter};
 use crate::registry::{OpenRequest, RegistryMsg};
+use crate::router::Congested;
 use crate::session::{Closed, SessionMsg};
 use crate::AbortOnDrop;
 
@@ -124,8 +124,9 @@ pub struct ConnectionState {
     /// capacity (see `release_idle_buffers`).
     effects: Vec<Effect>,
     effects_spare: Vec<Effect>,
-    /// Congested sessions this connection delivered to in the current batch.
-    congested: Vec<Arc<Inbox>>,
+    /// Congested sessions and sinks this connection delivered to in the
+    /// current batch.
+    congested: Vec<Congested>,
 }
 
 impl Actor for Connection {
@@ -332,9 +333,9 @@ impl ConnectionState {
                 crate::test_hooks::maybe_panic_connection(&m.topic);
                 Counters::inc(&self.ctx.counters.publish_received[m.qos as usize]);
                 let outcome = publish(&self.ctx, Arc::new(m));
-                for inbox in outcome.congested {
-                    if !self.congested.iter().any(|i| Arc::ptr_eq(i, &inbox)) {
-                        self.congested.push(inbox);
+                for c in outcome.congested {
+                    if !self.congested.iter().any(|i| i.same(&c)) {
+                        self.congested.push(c);
                     }
                 }
             }
@@ -377,12 +378,12 @@ impl ConnectionState {
             return Duration::ZERO;
         }
         let start = Instant::now();
-        for inbox in congested {
+        for c in congested {
             let left = limit.saturating_sub(start.elapsed());
             if left.is_zero() {
                 break;
             }
-            inbox.wait_relieved(left).await;
+            c.wait_relieved(left).await;
         }
         let waited = start.elapsed();
         Counters::inc(&self.ctx.counters.publisher_pauses);

@@ -6,7 +6,9 @@
 //! table writer), the [`retainer`], the [`storage_owner`] and the node's
 //! [`alarms`]; overload protection ([`overload`], [`rate_limit`]); the
 //! [`overflow`] mailbox (bounded memory, spill to the store in order) that
-//! the [`bridge`] actors (issue #6) use and cross-node forwarding will.
+//! the [`bridge`] actors (issue #6) use and cross-node forwarding will; the
+//! [`valve`] that lets a non-session consumer (a cluster peer) pause
+//! publishers.
 //!
 //! Must not depend on: RocksDB (only `roost-storage` names it), global
 //! configuration (every actor takes its config by value at spawn, through
@@ -48,6 +50,7 @@ pub mod storage_owner;
 pub mod supervisor;
 #[cfg(feature = "test-hooks")]
 pub mod test_hooks;
+pub mod valve;
 
 /// Aborts a spawned task when dropped: a task owned by an actor's state
 /// ends with the actor, also when the actor panicked.

@@ -206,6 +206,9 @@ pub struct OverflowMailbox {
     dropped_expired: AtomicU64,
     dropped_store_error: AtomicU64,
     last_log_ms: AtomicU64,
+    /// Queued plus unacknowledged bytes, as of the last push or
+    /// acknowledgement (readable without the lock).
+    backlog: AtomicU64,
 }
 
 impl std::fmt::Debug for OverflowMailbox {
@@ -270,6 +273,7 @@ impl OverflowMailbox {
             dropped_expired: AtomicU64::new(0),
             dropped_store_error: AtomicU64::new(0),
             last_log_ms: AtomicU64::new(0),
+            backlog: AtomicU64::new(0),
         })
     }
 
@@ -327,11 +331,13 @@ impl OverflowMailbox {
         };
         let outcome = {
             let mut st = self.state.lock();
-            match self.config.mode {
+            let outcome = match self.config.mode {
                 OverflowMode::Memory => Ok(self.push_memory(&mut st, entry)),
                 OverflowMode::VolatileOffload => self.push_volatile(&mut st, entry),
                 OverflowMode::Durable => self.push_durable(&mut st, entry),
-            }
+            };
+            self.note_backlog(&st);
+            outcome
         };
         match outcome {
             Ok(seq) => {
@@ -347,6 +353,17 @@ impl OverflowMailbox {
                 PushOutcome::Dropped(DropReason::StoreError)
             }
         }
+    }
+
+    fn note_backlog(&self, st: &State) {
+        let bytes = st.mem_bytes + st.disk_bytes + st.window_bytes;
+        self.backlog.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Bytes queued and taken-but-unacknowledged, as of the last push,
+    /// acknowledgement or rewind. Lock-free: for flow control.
+    pub fn backlog_bytes(&self) -> u64 {
+        self.backlog.load(Ordering::Relaxed)
     }
 
     /// Bytes to free so that `len` more fits under `max_bytes`. With a

@@ -30,6 +30,7 @@ use std::collections::BTreeSet;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytestring::ByteString;
 use parking_lot::RwLock;
@@ -40,6 +41,7 @@ use roost_protocol::trie::SubscriptionTrie;
 use roost_protocol::{ClientId, Delivery, DeliveryOpts, Message, QoS};
 
 use crate::inbox::Inbox;
+use crate::valve::Valve;
 
 /// One subscription as the router sees it.
 #[derive(Clone)]
@@ -59,6 +61,38 @@ pub trait RouteSink: Send + Sync {
     /// group delivers it to one of them).
     fn offer_shared(&self, msg: &Arc<Message>, _group: &str, _filter: &str) {
         self.offer(msg);
+    }
+
+    /// The sink's flow-control valve, if its consumer can slow publishers
+    /// down (a cluster peer); `None` never does (a bridge: producers never
+    /// wait for it, its mailbox spills to disk instead).
+    fn valve(&self) -> Option<&Arc<Valve>> {
+        None
+    }
+}
+
+/// A consumer the publisher should wait for before reading more.
+#[derive(Clone)]
+pub enum Congested {
+    Session(Arc<Inbox>),
+    Sink(Arc<Valve>),
+}
+
+impl Congested {
+    pub fn same(&self, other: &Congested) -> bool {
+        match (self, other) {
+            (Congested::Session(a), Congested::Session(b)) => Arc::ptr_eq(a, b),
+            (Congested::Sink(a), Congested::Sink(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
+    /// Wait until it is relieved (or stalls), at most `limit`.
+    pub async fn wait_relieved(&self, limit: Duration) -> Duration {
+        match self {
+            Congested::Session(inbox) => inbox.wait_relieved(limit).await,
+            Congested::Sink(valve) => valve.wait_relieved(limit).await,
+        }
     }
 }
 
@@ -93,7 +127,12 @@ pub struct RouteTable {
     /// Bumped by every write of session routes: the cluster layer exports
     /// the local filters when it moves (`local_filters`).
     version: AtomicU64,
+    /// Called after every such write (the cluster layer schedules an
+    /// export): must not block.
+    on_change: RwLock<Option<ChangeHook>>,
 }
+
+type ChangeHook = Arc<dyn Fn() + Send + Sync>;
 
 /// A delivery to a session whose queue is durable: the publisher stores it
 /// (one batch for all of them) before handing it over with its seq.
@@ -112,9 +151,10 @@ pub struct RouteOutcome {
     /// Deliveries refused because a persistent session's durable queue was
     /// full (already counted in `messages_dropped_queue_full`).
     pub dropped_queue_full: usize,
-    /// Sessions it went to that are congested (see `Inbox`): the publisher
-    /// should wait for them. Empty (no allocation) in the common case.
-    pub congested: Vec<Arc<Inbox>>,
+    /// Sessions and sinks it went to that are congested (see `Inbox`,
+    /// `Valve`): the publisher should wait for them. Empty (no allocation)
+    /// in the common case.
+    pub congested: Vec<Congested>,
 }
 
 impl RouteTable {
@@ -137,6 +177,21 @@ impl RouteTable {
     /// Changes whenever a session route is added or removed.
     pub fn version(&self) -> u64 {
         self.version.load(Ordering::Acquire)
+    }
+
+    /// Call `hook` after every change of the session routes (replacing
+    /// any previous hook).
+    pub fn set_on_change(&self, hook: Option<ChangeHook>) {
+        *self.on_change.write() = hook;
+    }
+
+    /// Bump the version and tell the hook (with the tables unlocked).
+    fn changed(&self) {
+        self.version.fetch_add(1, Ordering::AcqRel);
+        let hook = self.on_change.read().clone();
+        if let Some(hook) = hook {
+            hook();
+        }
     }
 
     /// The distinct filters of this node's sessions, shared ones as
@@ -269,6 +324,7 @@ impl RouteTable {
         }
         for (_, sink) in first.into_iter().chain(more) {
             sink.offer(msg);
+            out.offered_sink(sink);
             out.delivered += 1;
         }
     }
@@ -401,7 +457,9 @@ impl RouteTable {
             if start % n >= members.len() {
                 // Another node's turn: it gives the message to one of its
                 // members of the group.
-                nodes[start % n - members.len()].offer_shared(msg, group, filter);
+                let node = nodes[start % n - members.len()];
+                node.offer_shared(msg, group, filter);
+                out.offered_sink(node);
                 out.delivered += 1;
                 continue;
             }
@@ -492,28 +550,33 @@ impl RouteTable {
     }
 
     fn insert(&self, client: ClientId, filter: &str, entry: RouteEntry) {
-        let mut t = self.tables.write();
-        self.version.fetch_add(1, Ordering::AcqRel);
-        match topic::parse_shared(filter) {
-            Ok(Some((group, f))) => {
-                t.shared.insert(f, (ByteString::from(group), client), entry);
-            }
-            _ => {
-                t.direct.insert(filter, client, entry);
+        {
+            let mut t = self.tables.write();
+            match topic::parse_shared(filter) {
+                Ok(Some((group, f))) => {
+                    t.shared.insert(f, (ByteString::from(group), client), entry);
+                }
+                _ => {
+                    t.direct.insert(filter, client, entry);
+                }
             }
         }
+        self.changed();
     }
 
     fn remove(&self, client: &ClientId, filter: &str) -> bool {
-        let mut t = self.tables.write();
-        self.version.fetch_add(1, Ordering::AcqRel);
-        match topic::parse_shared(filter) {
-            Ok(Some((group, f))) => t
-                .shared
-                .remove(f, &(ByteString::from(group), client.clone()))
-                .is_some(),
-            _ => t.direct.remove(filter, client).is_some(),
-        }
+        let removed = {
+            let mut t = self.tables.write();
+            match topic::parse_shared(filter) {
+                Ok(Some((group, f))) => t
+                    .shared
+                    .remove(f, &(ByteString::from(group), client.clone()))
+                    .is_some(),
+                _ => t.direct.remove(filter, client).is_some(),
+            }
+        };
+        self.changed();
+        removed
     }
 
     fn remove_client(&self, client: &ClientId) {
@@ -530,7 +593,7 @@ impl RouteTable {
 
     fn clear(&self) {
         *self.tables.write() = Tables::default();
-        self.version.fetch_add(1, Ordering::AcqRel);
+        self.changed();
     }
 }
 
@@ -562,8 +625,24 @@ impl RouteOutcome {
         } else {
             self.dropped += 1;
         }
-        if inbox.congested() && !self.congested.iter().any(|i| Arc::ptr_eq(i, inbox)) {
-            self.congested.push(inbox.clone());
+        if inbox.congested() {
+            self.add_congested(Congested::Session(inbox.clone()));
+        }
+    }
+
+    /// A sink was offered the message: note it if it is congested.
+    fn offered_sink(&mut self, sink: &Arc<dyn RouteSink>) {
+        if let Some(valve) = sink.valve() {
+            if valve.congested() {
+                self.add_congested(Congested::Sink(valve.clone()));
+            }
+        }
+    }
+
+    /// Add `c` unless it is there already.
+    pub fn add_congested(&mut self, c: Congested) {
+        if !self.congested.iter().any(|i| i.same(&c)) {
+            self.congested.push(c);
         }
     }
 }

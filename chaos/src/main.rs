@@ -148,6 +148,10 @@ struct Common {
     /// Subscribers connect to this port (another node of a cluster); default: --port.
     #[arg(long)]
     sub_port: Option<u16>,
+    /// Wait this long after the subscriptions before publishing (a cluster
+    /// replicates routes to other nodes asynchronously).
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    settle: Duration,
     /// Broker process id: adds broker CPU per message and RSS to the report.
     #[arg(long)]
     broker_pid: Option<u32>,
@@ -354,6 +358,7 @@ fn config(c: Common) -> BenchConfig {
         host: c.host,
         port: c.port,
         sub_port: c.sub_port,
+        settle: c.settle,
         broker_pid: c.broker_pid,
         duration: c.duration,
         warmup: c.warmup,

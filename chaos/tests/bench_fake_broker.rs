@@ -174,6 +174,7 @@ fn config(port: u16, qos: QoS, version: ProtocolVersion) -> BenchConfig {
         host: "127.0.0.1".into(),
         port,
         sub_port: None,
+        settle: Duration::ZERO,
         broker_pid: Some(std::process::id()),
         duration: Duration::from_secs(1),
         warmup: Duration::from_millis(200),

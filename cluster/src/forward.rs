@@ -23,11 +23,12 @@ use ractor::message::SerializedMessage;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use roost_actors::broker::{dispatch_from_peer, dispatch_shared_from_peer, unix_ms, Counters};
 use roost_actors::overflow::{OverflowConfig, OverflowMailbox, OverflowMode, PushOutcome};
-use roost_actors::router::RouteSink;
+use roost_actors::router::{RouteOutcome, RouteSink};
+use roost_actors::valve::Valve;
 use roost_protocol::Message;
 use roost_storage::StoredMessage;
 use serde::{Deserialize, Serialize};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 use crate::shared::ClusterShared;
@@ -48,6 +49,10 @@ pub struct PeerLink {
     pub in_flight: AtomicU64,
     pub forwarded: AtomicU64,
     pub up: AtomicBool,
+    /// Flow control: publishers that offered this peer a message pause
+    /// while its backlog is over `forward_buffer / 16` bytes and the peer
+    /// is acknowledging (see `roost_actors::valve`).
+    pub valve: Arc<Valve>,
 }
 
 impl PeerLink {
@@ -60,6 +65,7 @@ impl PeerLink {
         };
         let mailbox = OverflowMailbox::open(&sink_name(peer), config, None, Box::new(|| {}))
             .map_err(|e| e.to_string())?;
+        let high = (forward_buffer / 16).max(64 << 10);
         Ok(PeerLink {
             peer: peer.to_owned(),
             mailbox: Arc::new(mailbox),
@@ -67,7 +73,13 @@ impl PeerLink {
             in_flight: AtomicU64::new(0),
             forwarded: AtomicU64::new(0),
             up: AtomicBool::new(false),
+            valve: Arc::new(Valve::new(high, high / 2)),
         })
+    }
+
+    /// Publish the mailbox's backlog to the valve.
+    fn update_valve(&self) {
+        self.valve.set_level(self.mailbox.backlog_bytes());
     }
 }
 
@@ -97,6 +109,7 @@ impl PeerSink {
                 if let PushOutcome::Dropped(reason) = self.link.mailbox.push(Bytes::from(bytes)) {
                     debug!(peer = %self.link.peer, ?reason, "cluster_forward_dropped");
                 }
+                self.link.update_valve();
             }
             Err(e) => warn!(peer = %self.link.peer, error = %e, "cluster_forward_encode_failed"),
         }
@@ -116,6 +129,10 @@ impl RouteSink for PeerSink {
             filter: filter.to_owned(),
             message,
         });
+    }
+
+    fn valve(&self) -> Option<&Arc<Valve>> {
+        Some(&self.link.valve)
     }
 }
 
@@ -171,15 +188,19 @@ impl Actor for Forwarder {
                     link.in_flight.store(0, Ordering::Release);
                     *link.remote.write() = Some(remote);
                     link.up.store(true, Ordering::Release);
+                    link.update_valve();
+                    link.valve.set_open(true);
                     pump(shared, &link);
                 }
             }
             ForwarderMsg::Down(peer) => {
                 if let Some(link) = shared.link(&peer) {
                     link.up.store(false, Ordering::Release);
+                    link.valve.set_open(false);
                     *link.remote.write() = None;
                     link.mailbox.rewind();
                     link.in_flight.store(0, Ordering::Release);
+                    link.update_valve();
                 }
             }
             ForwarderMsg::Wake(peer) => {
@@ -239,6 +260,22 @@ fn pump(shared: &ClusterShared, link: &Arc<PeerLink>) {
         link.forwarded.fetch_add(n, Ordering::Relaxed);
         Counters::add(&shared.counters.forwarded, n);
     }
+}
+
+/// Wait (at most `limit`) for the local subscribers `out` congested.
+async fn wait_congested(out: RouteOutcome, limit: Duration) -> Duration {
+    if out.congested.is_empty() || limit.is_zero() {
+        return Duration::ZERO;
+    }
+    let start = Instant::now();
+    for c in out.congested {
+        let left = limit.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            break;
+        }
+        c.wait_relieved(left).await;
+    }
+    start.elapsed()
 }
 
 /// The ingress actor's messages: only what peers send.
@@ -315,6 +352,13 @@ impl Actor for Ingress {
                 let mut through = last.1;
                 let (now, now_ms) = (Instant::now(), unix_ms());
                 let mut applied = 0u64;
+                // Flow control across nodes, as for a local publisher: after
+                // a message that congested a local subscriber, wait for it
+                // (at most `max_publish_delay` per batch) before the next.
+                // The batch's acknowledgement waits with it, so the sender's
+                // window closes and its publishers pause on its valve.
+                let limit = shared.ctx.config.max_publish_delay;
+                let mut paused = Duration::ZERO;
                 for (seq, bytes) in entries {
                     if seq <= last.1 {
                         Counters::inc(&shared.counters.duplicates_skipped);
@@ -324,7 +368,8 @@ impl Actor for Ingress {
                     match postcard::from_bytes::<Forwarded>(&bytes) {
                         Ok(Forwarded::Normal(stored)) => {
                             let msg = Arc::new(stored.into_message(now, now_ms));
-                            dispatch_from_peer(&shared.ctx, msg);
+                            let out = dispatch_from_peer(&shared.ctx, msg);
+                            paused += wait_congested(out, limit.saturating_sub(paused)).await;
                             applied += 1;
                         }
                         Ok(Forwarded::Shared {
@@ -338,6 +383,7 @@ impl Actor for Ingress {
                                 Counters::inc(&shared.counters.shared_no_member);
                                 debug!(peer = %from, %group, %filter, "cluster_shared_member_gone");
                             }
+                            paused += wait_congested(out, limit.saturating_sub(paused)).await;
                             applied += 1;
                         }
                         Err(e) => {
@@ -349,15 +395,15 @@ impl Actor for Ingress {
                     last.1 = seq;
                 }
                 Counters::add(&shared.counters.received, applied);
-                if let Some(link) = shared.link(&from) {
-                    if let Some(remote) = link.remote.read().clone() {
-                        let _ = remote.cast(IngressMsg::Wire(Data::Ack {
-                            from: shared.settings.node_name.clone(),
-                            incarnation,
-                            through,
-                        }));
-                    }
-                }
+                let Some(remote) = shared.link(&from).and_then(|l| l.remote.read().clone()) else {
+                    return Ok(());
+                };
+                let ack = IngressMsg::Wire(Data::Ack {
+                    from: shared.settings.node_name.clone(),
+                    incarnation,
+                    through,
+                });
+                let _ = remote.cast(ack);
             }
             Data::Ack {
                 from,
@@ -371,6 +417,8 @@ impl Actor for Ingress {
                     if let Err(e) = link.mailbox.ack(through) {
                         warn!(peer = %from, error = %e, "cluster_forward_ack_failed");
                     }
+                    link.valve.progress();
+                    link.update_valve();
                     let _ = link
                         .in_flight
                         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {

@@ -23,6 +23,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -57,10 +58,15 @@ pub struct MemberRecord {
 /// How often the actor checks deadlines, dials and route changes.
 const TICK: Duration = Duration::from_millis(100);
 
+/// Route changes within this window go out in one update.
+const ROUTE_COALESCE: Duration = Duration::from_millis(2);
+
 pub enum MembershipMsg {
     /// From a peer.
     Wire(Control),
     Tick,
+    /// The local routes changed (a few ms ago: changes are coalesced).
+    ExportRoutes,
     Session(SessionEvent, NodeServerSessionInformation),
     Dialed {
         address: String,
@@ -265,6 +271,24 @@ impl Actor for Membership {
         }
         state.start_server(&myself).await;
         myself.send_interval(TICK, || MembershipMsg::Tick);
+        // Routes go out within ROUTE_COALESCE of a change, not at the next
+        // tick: a subscriber on another node misses what is published
+        // before its route arrives.
+        let pending = Arc::new(AtomicBool::new(false));
+        let me = myself.clone();
+        state
+            .shared
+            .ctx
+            .routes
+            .set_on_change(Some(Arc::new(move || {
+                if !pending.swap(true, Ordering::AcqRel) {
+                    let pending = pending.clone();
+                    me.send_after(ROUTE_COALESCE, move || {
+                        pending.store(false, Ordering::Release);
+                        MembershipMsg::ExportRoutes
+                    });
+                }
+            })));
         info!(
             node = %state.me,
             cluster = %state.shared.settings.cluster_name,
@@ -282,6 +306,7 @@ impl Actor for Membership {
         state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
         *state.shared.membership.write() = None;
+        state.shared.ctx.routes.set_on_change(None);
         for s in state.sessions.values() {
             s.actor.stop(Some("cluster stopping".into()));
         }
@@ -327,6 +352,7 @@ impl Actor for Membership {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             MembershipMsg::Tick => state.tick(&myself).await,
+            MembershipMsg::ExportRoutes => state.export_routes(),
             MembershipMsg::Wire(c) => state.on_wire(c),
             MembershipMsg::Session(ev, info) => state.on_session(ev, info),
             MembershipMsg::Dialed { address, result } => state.on_dialed(address, result),

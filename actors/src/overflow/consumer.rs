@@ -204,6 +204,7 @@ impl OverflowMailbox {
         }
         st.window.drain(..n);
         st.window_bytes -= bytes;
+        self.note_backlog(&st);
         self.acked.fetch_add(acked, Ordering::Relaxed);
         Ok(())
     }
@@ -231,6 +232,7 @@ impl OverflowMailbox {
         }
         st.window.clear();
         st.window_bytes = 0;
+        self.note_backlog(st);
     }
 
     /// Queued entries (memory and disk-only), not counting the window.

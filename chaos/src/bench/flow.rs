@@ -167,6 +167,7 @@ pub async fn run(cfg: &BenchConfig, topo: Topology) -> Result<Report> {
     }
     crate::rlimit::ensure_nofile((topo.publishers.len() + topo.subscribers.len()) as u64 + 64)?;
     let subs = connect_subscribers(cfg, &topo).await?;
+    tokio::time::sleep(cfg.settle).await;
     let pubs = connect_publishers(cfg, topo.publishers.len()).await?;
     let epoch = Instant::now();
     let window_end = epoch + cfg.warmup + cfg.duration;

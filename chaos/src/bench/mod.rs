@@ -50,6 +50,8 @@ pub struct BenchConfig {
     pub port: u16,
     /// Where subscribers connect, when not `port` (cross-node runs).
     pub sub_port: Option<u16>,
+    /// Pause between the subscriptions and the first publish.
+    pub settle: Duration,
     /// The broker's pid, for CPU and RSS figures.
     pub broker_pid: Option<u32>,
     pub duration: Duration,
