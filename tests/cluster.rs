@@ -647,3 +647,80 @@ async fn a_shared_group_with_members_on_several_nodes_gets_each_message_once() {
         "load shared across nodes: {per_member:?}"
     );
 }
+
+/// Takeover across nodes: a persistent client with messages inflight and
+/// queued on a reconnects to b. Its connection on a gets DISCONNECT 0x8E;
+/// on b the session is present, the inflight messages come again with DUP
+/// and their packet ids, then the queue in order; later publishes on a
+/// reach it on b; a no longer has it. A clean-start connect back on a
+/// discards b's session the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_reconnecting_to_another_node_takes_its_session_along() {
+    let s = sites(&["a", "b"]);
+    let _nodes: Vec<Node> = s.iter().map(Site::spawn).collect();
+    formed(&s, Duration::from_secs(15)).await;
+
+    let mut connect = common::persistent_v5("mover", 300);
+    connect.properties.receive_maximum = Some(2);
+    let (mut on_a, ack) = Raw::connect_with(s[0].mqtt, connect.clone()).await;
+    assert!(!ack.session_present);
+    on_a.subscribe(1, "mv/#", QoS::AtLeastOnce).await;
+    publish_n(&s[0], "mv/x", "m", 6).await;
+    // Two inflight (the client's Receive Maximum), unacknowledged; four queued.
+    let first: Vec<(u16, String)> = {
+        let mut v = Vec::new();
+        for _ in 0..2 {
+            let p = on_a.expect_publish().await;
+            v.push((p.packet_id, String::from_utf8(p.payload.to_vec()).unwrap()));
+        }
+        v
+    };
+    assert_eq!(first[0].1, "m0");
+    assert_eq!(first[1].1, "m1");
+
+    let (mut on_b, ack) = Raw::connect_with(s[1].mqtt, connect.clone()).await;
+    assert!(ack.session_present, "the session moved with its client");
+    let closed = on_a.expect_closed().await;
+    assert!(
+        closed
+            .iter()
+            .any(|p| matches!(p, Packet::Disconnect(d) if d.reason == 0x8E)),
+        "the old connection got DISCONNECT 0x8E: {closed:?}"
+    );
+    for (id, payload) in &first {
+        let p = on_b.expect_publish().await;
+        assert!(p.dup, "inflight resent with DUP");
+        assert_eq!(p.packet_id, *id);
+        assert_eq!(std::str::from_utf8(&p.payload).unwrap(), payload);
+        on_b.puback(p.packet_id).await;
+    }
+    for i in 2..6 {
+        let p = on_b.expect_publish().await;
+        assert_eq!(std::str::from_utf8(&p.payload).unwrap(), format!("m{i}"));
+        on_b.puback(p.packet_id).await;
+    }
+    // The subscription moved: a routes to b, and a has no session for it.
+    routes_reach(&s[0], &s[1], 1).await;
+    publish_n(&s[0], "mv/x", "n", 1).await;
+    let p = on_b.expect_publish().await;
+    assert_eq!(&p.payload[..], b"n0");
+    on_b.puback(p.packet_id).await;
+    let (code, _, _) = s[0].ctl(&["clients", "show", "mover"]);
+    assert_eq!(code, 1, "a no longer holds the session");
+    let (code, out, _) = s[1].ctl(&["clients", "show", "mover"]);
+    assert_eq!(code, 0, "{out}");
+
+    // Clean start on a: b's session is discarded, nothing moves.
+    let (mut again, ack) = Raw::connect(s[0].mqtt, ProtocolVersion::V5, "mover", true).await;
+    assert!(!ack.session_present);
+    let closed = on_b.expect_closed().await;
+    assert!(
+        closed
+            .iter()
+            .any(|p| matches!(p, Packet::Disconnect(d) if d.reason == 0x8E)),
+        "{closed:?}"
+    );
+    again.expect_nothing(Duration::from_millis(300)).await;
+    let (code, _, _) = s[1].ctl(&["clients", "show", "mover"]);
+    assert_eq!(code, 1, "b no longer holds the session");
+}

@@ -25,6 +25,7 @@ async fn tree_has_the_documented_paths() {
         "cluster",
         "cluster/forwarder",
         "cluster/ingress",
+        "cluster/takeover",
         "cluster/membership",
     ] {
         let n = tree

@@ -13,7 +13,7 @@ use roost_protocol::session::SessionConfig;
 use crate::listener::ListenerMsg;
 use crate::overload::Overload;
 use crate::rate_limit::PublishLimits;
-use crate::registry::RegistryMsg;
+use crate::registry::{RegistryMsg, RemoteSessions};
 use crate::retainer::RetainedStore;
 use crate::router::{RouteOutcome, RouteTable, RouterMsg, ToStore};
 use roost_protocol::{Delivery, Message};
@@ -303,6 +303,9 @@ pub struct BrokerCtx {
     /// Every configured bridge (issue #6), filled at node start; a bridge's
     /// handle outlives its actor's restarts.
     pub bridges: crate::bridge::Bridges,
+    /// The cluster's side of the client registry (set by the cluster
+    /// subtree while it runs).
+    pub remote_sessions: RwLock<Option<Arc<dyn RemoteSessions>>>,
     /// Random per node start, so assigned client ids do not repeat across
     /// restarts.
     pub id_seed: u64,
@@ -330,6 +333,7 @@ impl BrokerCtx {
             listeners: RwLock::new(std::collections::HashMap::new()),
             counters: Counters::default(),
             bridges: crate::bridge::Bridges::default(),
+            remote_sessions: RwLock::new(None),
             id_seed,
             next_conn_id: AtomicU64::new(1),
         })
@@ -349,5 +353,9 @@ impl BrokerCtx {
 
     pub fn registry(&self) -> Option<ActorRef<RegistryMsg>> {
         self.registry.read().clone()
+    }
+
+    pub fn remote_sessions(&self) -> Option<Arc<dyn RemoteSessions>> {
+        self.remote_sessions.read().clone()
     }
 }

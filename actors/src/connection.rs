@@ -430,11 +430,22 @@ impl ConnectionState {
                 .reject(reason::SERVER_UNAVAILABLE, &mut self.effects);
             return;
         };
+        // Client ids are unique cluster-wide: another node's session of
+        // this client ends (or moves here) first.
+        let handover = match self.ctx.remote_sessions() {
+            Some(remote) => {
+                remote
+                    .take_over(info.client_id.clone(), info.clean_start)
+                    .await
+            }
+            None => None,
+        };
         let req = OpenRequest {
             info: info.clone(),
             conn: myself.clone(),
             conn_id: self.conn_id,
             outbound: self.outbound.clone(),
+            handover,
         };
         let result =
             match ractor::call_t!(registry, RegistryMsg::Open, OPEN_TIMEOUT_MS, Box::new(req)) {

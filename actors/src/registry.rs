@@ -13,6 +13,8 @@
 //! clean start, creation otherwise.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -22,7 +24,7 @@ use ractor::{
 use roost_protocol::channel::ConnectInfo;
 use roost_protocol::packet::reason;
 use roost_protocol::ClientId;
-use roost_storage::SessionRecord;
+use roost_storage::{AppendOutcome, QueuedMessage, SessionRecord};
 use tracing::{debug, info, warn};
 
 use crate::broker::{BrokerCtx, Counters};
@@ -30,6 +32,7 @@ use crate::connection::ConnectionMsg;
 use crate::inbox::Inbox;
 use crate::outbound::Outbound;
 use crate::router::RouterMsg;
+use crate::session::handover::{HandOverOutcome, SessionHandover};
 use crate::session::{AttachRequest, Session, SessionArgs, SessionMsg};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,6 +42,21 @@ pub struct OpenRequest {
     pub conn: ActorRef<ConnectionMsg>,
     pub conn_id: u64,
     pub outbound: Arc<Outbound>,
+    /// The client's session, moved here from another node.
+    pub handover: Option<Box<SessionHandover>>,
+}
+
+/// The future of [`RemoteSessions::take_over`].
+pub type TakeOverFuture = Pin<Box<dyn Future<Output = Option<Box<SessionHandover>>> + Send>>;
+
+/// Client ids are unique cluster-wide (the cluster layer implements this;
+/// a node without peers has none).
+pub trait RemoteSessions: Send + Sync {
+    /// `client` connects to this node: end its session on every other
+    /// node (its connection there gets DISCONNECT 0x8E). Without clean
+    /// start, the session that moved here, if there was one. Bounded in
+    /// time: a peer that does not answer is logged and not waited for.
+    fn take_over(&self, client: ClientId, clean_start: bool) -> TakeOverFuture;
 }
 
 pub struct Opened {
@@ -64,6 +82,13 @@ pub enum RegistryMsg {
     /// the session is persistent; a clean session is not restarted (its
     /// children are temporary). `None`: no such client; `Some(restored)`.
     RestartSession(ClientId, RpcReplyPort<Option<bool>>),
+    /// Another node takes this client over (it connected there): discard
+    /// the session here (clean start) or hand it over.
+    HandOver {
+        client: ClientId,
+        clean_start: bool,
+        reply: RpcReplyPort<HandOverOutcome>,
+    },
 }
 
 // Local-only (ractor's `cluster` feature: see the workspace Cargo.toml).
@@ -143,6 +168,14 @@ impl Actor for Registry {
                 let r = st.restart_session(&myself, client).await;
                 let _ = reply.send(r);
             }
+            RegistryMsg::HandOver {
+                client,
+                clean_start,
+                reply,
+            } => {
+                let r = st.hand_over(client, clean_start).await;
+                let _ = reply.send(r);
+            }
             RegistryMsg::KickAll(code) => {
                 for e in st.sessions.values() {
                     let _ = e.actor.cast(SessionMsg::Kick(code));
@@ -175,9 +208,19 @@ impl RegistryState {
     async fn open(
         &mut self,
         myself: &ActorRef<RegistryMsg>,
-        req: OpenRequest,
+        mut req: OpenRequest,
     ) -> Result<Opened, String> {
         let client = req.info.client_id.clone();
+        if let Some(handover) = req.handover.take() {
+            if self.sessions.contains_key(&client) || req.info.clean_start {
+                // Cannot happen while client ids are unique; the session
+                // here wins and the moved one is logged.
+                warn!(client_id = %client, messages = handover.messages.len(), "handover_ignored_session_exists");
+            } else if let Some(record) = self.install_handover(&client, *handover) {
+                let actor = self.spawn(myself, client, Some(record)).await?;
+                return self.attach(&actor, req).await.map_err(|(e, _)| e);
+            }
+        }
         if let Some(old) = self.sessions.get(&client).map(|e| e.actor.clone()) {
             if req.info.clean_start {
                 // [MQTT-3.1.2-4] clean start: the old session is discarded.
@@ -203,6 +246,74 @@ impl RegistryState {
             }
         }
         self.start_new(myself, req).await
+    }
+
+    /// Another node takes `client` over.
+    async fn hand_over(&mut self, client: ClientId, clean_start: bool) -> HandOverOutcome {
+        let Some(actor) = self.sessions.get(&client).map(|e| e.actor.clone()) else {
+            return HandOverOutcome::NotHere;
+        };
+        self.forget(&actor.get_cell());
+        if clean_start {
+            let _ = ractor::call_t!(
+                actor,
+                SessionMsg::Discard,
+                CALL_TIMEOUT.as_millis() as u64,
+                reason::SESSION_TAKEN_OVER
+            );
+            actor.stop(Some("discarded".into()));
+            info!(client_id = %client, "session_discarded_for_another_node");
+            return HandOverOutcome::Discarded;
+        }
+        match ractor::call_t!(actor, SessionMsg::HandOver, CALL_TIMEOUT.as_millis() as u64) {
+            Ok(h) => HandOverOutcome::Moved(h),
+            Err(e) => {
+                // Logged and killed: the new node starts the session afresh.
+                warn!(client_id = %client, error = %e, "session_handover_failed_killed");
+                actor.kill();
+                HandOverOutcome::Discarded
+            }
+        }
+    }
+
+    /// Write a session moved from another node to the store, as a restart
+    /// would find it; its record to start the session actor from. Until
+    /// the client attaches it never expires (the attach sets its expiry).
+    fn install_handover(
+        &self,
+        client: &ClientId,
+        mut h: SessionHandover,
+    ) -> Option<Box<SessionRecord>> {
+        let Some(storage) = self.ctx.storage.as_ref() else {
+            warn!(client_id = %client, "handover_without_store_dropped");
+            return None;
+        };
+        h.record.expiry_interval_secs = u32::MAX;
+        h.record.disconnected_at_ms = None;
+        h.record.will = None;
+        let queued: Vec<QueuedMessage> = h.messages.iter().map(|m| m.queued.clone()).collect();
+        let mut b = roost_storage::Batch::new();
+        b.delete_session(client).put_session(client, &h.record);
+        b.append(client, &queued);
+        let written = crate::broker::blocking(|| storage.commit(b)).and_then(|receipt| {
+            let Some((_, AppendOutcome::Queued(seqs))) = receipt.appends.first() else {
+                return Ok(());
+            };
+            let mut b = roost_storage::Batch::new();
+            for (seq, m) in seqs.clone().zip(&h.messages) {
+                if let Some(state) = m.inflight {
+                    b.set_inflight(client, seq, state);
+                }
+            }
+            crate::broker::blocking(|| storage.commit(b)).map(drop)
+        });
+        if let Err(e) = written {
+            Counters::inc(&self.ctx.counters.storage_errors);
+            warn!(client_id = %client, error = %e, "handover_store_failed");
+            return None;
+        }
+        info!(client_id = %client, messages = h.messages.len(), "session_moved_here");
+        Some(Box::new(h.record))
     }
 
     /// Spawn a session actor for every stored session whose expiry has not
@@ -371,6 +482,7 @@ impl RegistryState {
             conn: req.conn.clone(),
             conn_id: req.conn_id,
             outbound: req.outbound.clone(),
+            handover: None,
         };
         let attach = AttachRequest {
             info: req.info,

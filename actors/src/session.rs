@@ -14,6 +14,7 @@
 //! Local-only message type: never serialized, never mirrored to peers.
 
 mod durable;
+pub mod handover;
 
 pub use durable::{record_expired, record_expiry_left_ms};
 
@@ -27,10 +28,11 @@ use roost_protocol::channel::{suback, unsuback, ConnectInfo, SubscribeRequest};
 use roost_protocol::packet::{reason, LastWill, Packet, ProtocolVersion, QoS, RetainHandling};
 use roost_protocol::session::SessionState;
 use roost_protocol::{codec, topic, ClientId, Delivery, Message};
-use roost_storage::{SessionRecord, StoredProtocol, StoredSubscription};
+use roost_storage::{QueuedMessage, SessionRecord, StoredProtocol, StoredSubscription};
 use tracing::{debug, error, info, warn};
 
 use self::durable::{DurableQueue, Loaded, MEMORY_WINDOW};
+use self::handover::{HandoverMessage, SessionHandover};
 
 use crate::broker::{BrokerCtx, Counters};
 use crate::connection::ConnectionMsg;
@@ -68,6 +70,10 @@ pub enum SessionMsg {
         kind: TimerKind,
     },
     Info(RpcReplyPort<SessionInfo>),
+    /// The client reconnected to another node, without clean start: close
+    /// the connection (0x8E), hand everything over, end here (routes and
+    /// store go; no will beyond what a takeover publishes).
+    HandOver(RpcReplyPort<Box<SessionHandover>>),
 }
 
 // Local-only (ractor's `cluster` feature: see the workspace Cargo.toml).
@@ -350,6 +356,11 @@ impl Actor for Session {
                 SessionMsg::Info(reply) => {
                     let _ = reply.send(st.info());
                 }
+                SessionMsg::HandOver(reply) => {
+                    let handover = st.hand_over();
+                    Box::pin(st.end(&myself, "taken over by another node")).await;
+                    let _ = reply.send(Box::new(handover));
+                }
             }
             Ok(())
         }
@@ -600,23 +611,95 @@ impl SessionActorState {
         self.report(true);
     }
 
-    fn attach(&mut self, req: AttachRequest, reply: RpcReplyPort<Attached>) {
-        if let Some(old) = self.link.take() {
-            // [MQTT-3.1.4-3] the old connection is taken over.
-            info!(client_id = %self.client_id, "takeover_begin");
-            let _ = old
-                .detach()
-                .cast(ConnectionMsg::Kick(reason::SESSION_TAKEN_OVER));
-            // An old will without delay is due now; one with a delay is
-            // cancelled by the new connection. [MQTT-3.1.3-9]
-            if self
-                .will
-                .as_ref()
-                .is_some_and(|w| w.properties.delay_interval.unwrap_or(0) == 0)
-            {
-                self.publish_will();
+    /// [MQTT-3.1.4-3] the attached connection (if any) is taken over: it
+    /// gets DISCONNECT 0x8E. An old will without delay is due now; one
+    /// with a delay is cancelled by the new connection. [MQTT-3.1.3-9]
+    fn take_over_link(&mut self) {
+        let Some(old) = self.link.take() else {
+            return;
+        };
+        info!(client_id = %self.client_id, "takeover_begin");
+        let _ = old
+            .detach()
+            .cast(ConnectionMsg::Kick(reason::SESSION_TAKEN_OVER));
+        if self
+            .will
+            .as_ref()
+            .is_some_and(|w| w.properties.delay_interval.unwrap_or(0) == 0)
+        {
+            self.publish_will();
+        }
+        self.will = None;
+    }
+
+    /// Everything this session holds for its client, in order, for another
+    /// node: inflight, queue, what waits in the inbox, what is only on
+    /// disk. Expired messages are left out. The session is empty after.
+    fn hand_over(&mut self) -> SessionHandover {
+        self.take_over_link();
+        // A delayed will of an offline session is cancelled by the new
+        // connection, wherever it is. [MQTT-3.1.3-9]
+        self.will = None;
+        let (now, now_ms) = (Instant::now(), crate::broker::unix_ms());
+        let entry = |d: &Delivery| QueuedMessage::from_delivery(&d.message, &d.opts, now, now_ms);
+        let mut messages = Vec::new();
+        let (inflight, queued) = self.session.take_all();
+        for (packet_id, d) in inflight {
+            messages.push(match d {
+                Some(d) => HandoverMessage::published(entry(&d), packet_id),
+                None => HandoverMessage::released(packet_id),
+            });
+        }
+        for d in queued.iter().filter(|d| !d.message.is_expired(now)) {
+            messages.push(HandoverMessage::queued(entry(d)));
+        }
+        // Stored deliveries are on disk too: read below, in seq order.
+        self.inbox.drain_into(&mut self.batch);
+        let fresh: Vec<Delivery> = self
+            .batch
+            .drain(..)
+            .filter(|d| d.stored.is_none())
+            .collect();
+        if let Some(dq) = self.durable.as_mut() {
+            dq.mark_behind();
+            loop {
+                let before = self.loaded.len();
+                if let Err(e) = dq.load(MEMORY_WINDOW, &mut self.loaded) {
+                    Counters::inc(&self.ctx.counters.storage_errors);
+                    error!(client_id = %self.client_id, error = %e, "session_queue_read_failed");
+                    break;
+                }
+                if self.loaded.len() == before {
+                    break;
+                }
+            }
+            for l in self.loaded.drain(..) {
+                messages.push(match l {
+                    Loaded::New(d) if d.message.is_expired(now) => continue,
+                    Loaded::New(d) => HandoverMessage::queued(entry(&d)),
+                    Loaded::Inflight {
+                        packet_id,
+                        released: true,
+                        ..
+                    } => HandoverMessage::released(packet_id),
+                    Loaded::Inflight {
+                        packet_id,
+                        delivery,
+                        ..
+                    } => HandoverMessage::published(entry(&delivery), packet_id),
+                });
             }
         }
+        for d in fresh.iter().filter(|d| !d.message.is_expired(now)) {
+            messages.push(HandoverMessage::queued(entry(d)));
+        }
+        let record = self.record();
+        info!(client_id = %self.client_id, messages = messages.len(), "session_handed_over");
+        SessionHandover { record, messages }
+    }
+
+    fn attach(&mut self, req: AttachRequest, reply: RpcReplyPort<Attached>) {
+        self.take_over_link();
         self.generation += 1;
         // A session that served a connection before is resumed. A clean
         // start always gets a fresh session actor from the registry.

@@ -5,18 +5,21 @@
 //!   ([`forward`]);
 //! - `cluster/ingress`: publishes what peers forward to local sessions
 //!   ([`forward`]);
+//! - `cluster/takeover`: client ids unique cluster-wide; a session follows
+//!   its client to the node it reconnects to ([`takeover`]);
 //! - `cluster/membership`: the transport (ractor_cluster's NodeServer, a
 //!   linked child), heartbeats, reconnection, discovery, the persisted
 //!   member list, route replication, join/leave ([`membership`]).
 //!
-//! Only the membership and ingress actors have network-serializable message
-//! types ([`wire`]); every per-client actor stays local-only.
+//! Only the membership, ingress and takeover actors have network-serializable
+//! message types ([`wire`]); every per-client actor stays local-only.
 
 pub mod discovery;
 pub mod forward;
 pub mod membership;
 pub mod settings;
 pub mod shared;
+pub mod takeover;
 pub mod wire;
 
 use std::sync::Arc;
@@ -32,7 +35,7 @@ pub use shared::{Cluster, ClusterShared, ClusterStatus, MemberStatus};
 /// The `cluster` supervisor and its children. The forwarder starts first so
 /// the membership actor can point new links at it.
 pub fn cluster_spec(shared: Arc<ClusterShared>) -> ChildSpec {
-    let (s1, s2, s3) = (shared.clone(), shared.clone(), shared);
+    let (s1, s2, s3, s4) = (shared.clone(), shared.clone(), shared.clone(), shared);
     let children = vec![
         ChildSpec::for_actor("forwarder", move || {
             (
@@ -46,10 +49,16 @@ pub fn cluster_spec(shared: Arc<ClusterShared>) -> ChildSpec {
                 forward::IngressArgs { shared: s2.clone() },
             )
         }),
+        ChildSpec::for_actor("takeover", move || {
+            (
+                takeover::Takeover,
+                takeover::TakeoverArgs { shared: s3.clone() },
+            )
+        }),
         ChildSpec::for_actor("membership", move || {
             (
                 membership::Membership,
-                membership::MembershipArgs { shared: s3.clone() },
+                membership::MembershipArgs { shared: s4.clone() },
             )
         }),
     ];

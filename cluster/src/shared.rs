@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::forward::{ForwarderMsg, PeerLink};
 use crate::membership::MembershipMsg;
 use crate::settings::ClusterSettings;
+use crate::takeover::Takeovers;
 
 /// Exact counters of the cluster layer (metrics).
 #[derive(Debug, Default)]
@@ -42,6 +43,7 @@ pub struct ClusterShared {
     pub membership: RwLock<Option<ActorRef<MembershipMsg>>>,
     pub forwarder: RwLock<Option<ActorRef<ForwarderMsg>>>,
     pub counters: ClusterCounters,
+    pub takeovers: Takeovers,
 }
 
 impl ClusterShared {
@@ -59,6 +61,7 @@ impl ClusterShared {
             membership: RwLock::new(None),
             forwarder: RwLock::new(None),
             counters: ClusterCounters::default(),
+            takeovers: Takeovers::default(),
         })
     }
 

@@ -415,6 +415,30 @@ impl SessionState {
         }
     }
 
+    /// Everything this session still owes its client, for a handover to
+    /// another node: the inflight exchanges in send order (packet id, and
+    /// the delivery, or `None` when only the PUBREL is left), then the
+    /// queue. Leaves the outbound state empty; nothing is journaled (the
+    /// caller ends the session and its store).
+    #[allow(clippy::type_complexity)]
+    pub fn take_all(&mut self) -> (Vec<(u16, Option<Delivery>)>, Vec<Delivery>) {
+        let mut inflight: Vec<(u64, u16, Stage)> = self
+            .inflight
+            .drain()
+            .map(|(id, e)| (e.seq, id, e.stage))
+            .collect();
+        inflight.sort_unstable_by_key(|(seq, _, _)| *seq);
+        let inflight = inflight
+            .into_iter()
+            .map(|(_, id, stage)| match stage {
+                Stage::Publish(d) => (id, Some(d)),
+                Stage::Released => (id, None),
+            })
+            .collect();
+        self.journal.clear();
+        (inflight, self.mqueue.drain(..).collect())
+    }
+
     /// A connection (re)attached: resend every unacknowledged PUBLISH with
     /// DUP set and every PUBREL, in original order [MQTT-4.4.0-1], then fill
     /// the window from the queue.

@@ -788,3 +788,35 @@ fn restored_inflight_is_resent_with_dup_and_its_original_id_in_order() {
         ]
     );
 }
+
+// ---- handover to another node ---------------------------------------------
+
+#[test]
+fn take_all_returns_inflight_in_send_order_then_the_queue() {
+    let now = Instant::now();
+    let mut s = SessionState::new(config(3, 10));
+    for tag in ["a", "b", "c", "d", "e"] {
+        let qos = if tag == "b" { Q2 } else { Q1 };
+        send(&mut s, delivery(tag, qos, now), now);
+    }
+    // b (QoS 2, id 2) is released: only its PUBREL is owed.
+    assert_eq!(pubrec(&mut s, 2, 0, now).0, Ok(()));
+    let (inflight, queued) = s.take_all();
+    let ids: Vec<(u16, Option<String>)> = inflight
+        .iter()
+        .map(|(id, d)| {
+            let tag = d
+                .as_ref()
+                .map(|d| String::from_utf8(d.message.payload.to_vec()).unwrap());
+            (*id, tag)
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        vec![(1, Some("a".into())), (2, None), (3, Some("c".into()))]
+    );
+    let tags: Vec<&[u8]> = queued.iter().map(|d| &d.message.payload[..]).collect();
+    assert_eq!(tags, vec![&b"d"[..], &b"e"[..]]);
+    assert_eq!((s.inflight_len(), s.mqueue_len()), (0, 0));
+    assert!(resume(&mut s, now).is_empty());
+}

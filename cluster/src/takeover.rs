@@ -1,0 +1,312 @@
+//! Client ids unique cluster-wide, and sessions that follow their client
+//! to another node (issue #4).
+//!
+//! When a client connects, its connection asks every up peer, in parallel,
+//! to give up that client ([`ClusterSessions::take_over`], called before the
+//! local registry opens the session). Each peer's `takeover` actor asks its
+//! registry: a session there is discarded (clean start) or handed over
+//! (subscriptions, inflight and queued messages), and its connection gets
+//! DISCONNECT 0x8E. The asking node installs what moved as the client's
+//! session. A peer that does not answer within [`TAKEOVER_TIMEOUT`] is
+//! logged (`cluster_takeover_timeout`) and not waited for: the connect goes
+//! on with what the others answered, never blocked by a dead peer.
+//!
+//! Messages published while the session moves (between its routes going on
+//! the old node and coming up on the new one) are not in either queue:
+//! the window is the route propagation time (milliseconds), documented in
+//! docs/ARCHITECTURE.md.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use ractor::message::{BoxedDowncastErr, SerializedMessage};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
+use roost_actors::broker::Counters;
+use roost_actors::registry::{RegistryMsg, RemoteSessions, TakeOverFuture};
+use roost_actors::session::handover::{HandOverOutcome, SessionHandover};
+use roost_protocol::ClientId;
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use crate::shared::ClusterShared;
+use crate::wire;
+
+/// The process group of every node's takeover actor.
+pub const TAKEOVER_GROUP: &str = "roost.cluster.takeover";
+
+/// Longest a connect waits for its peers' answers.
+pub const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What peers send each other.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum TakeoverWire {
+    Request {
+        id: u64,
+        from: String,
+        client: String,
+        clean_start: bool,
+    },
+    Reply {
+        id: u64,
+        from: String,
+        outcome: HandOverOutcome,
+    },
+}
+
+pub enum TakeoverMsg {
+    Wire(TakeoverWire),
+}
+
+impl ractor::Message for TakeoverMsg {
+    fn serializable() -> bool {
+        true
+    }
+
+    fn serialize(self) -> Result<SerializedMessage, BoxedDowncastErr> {
+        let TakeoverMsg::Wire(w) = self;
+        wire::encode(&w)
+    }
+
+    fn deserialize(bytes: SerializedMessage) -> Result<Self, BoxedDowncastErr> {
+        wire::decode(bytes).map(TakeoverMsg::Wire)
+    }
+}
+
+/// One connect waiting for its peers.
+struct Pending {
+    waiting: HashSet<String>,
+    moved: Option<Box<SessionHandover>>,
+    done: Option<oneshot::Sender<Option<Box<SessionHandover>>>>,
+}
+
+/// The takeovers in progress on this node.
+#[derive(Default)]
+pub struct Takeovers {
+    next_id: AtomicU64,
+    pending: Mutex<HashMap<u64, Pending>>,
+    /// Sessions that moved here from a peer, and from here to a peer.
+    pub moved_in: AtomicU64,
+    pub moved_out: AtomicU64,
+    /// Peers that did not answer a takeover in time.
+    pub timeouts: AtomicU64,
+}
+
+impl Takeovers {
+    /// A peer answered request `id`.
+    fn answered(&self, id: u64, from: &str, outcome: HandOverOutcome) {
+        let mut pending = self.pending.lock();
+        let Some(p) = pending.get_mut(&id) else {
+            // Too late: the connect went on without it. A session that
+            // moved anyway is lost with this answer: say so.
+            if let HandOverOutcome::Moved(h) = outcome {
+                warn!(peer = %from, messages = h.messages.len(), "cluster_takeover_late_session_dropped");
+            }
+            return;
+        };
+        p.waiting.remove(from);
+        if let HandOverOutcome::Moved(h) = outcome {
+            if p.moved.is_some() {
+                // Two nodes held the client (after a partition): the first
+                // answer wins, the other is logged.
+                warn!(peer = %from, messages = h.messages.len(), "cluster_takeover_second_session_dropped");
+            } else {
+                p.moved = Some(h);
+            }
+        }
+        if p.waiting.is_empty() {
+            let mut p = pending.remove(&id).expect("present");
+            if let Some(tx) = p.done.take() {
+                let _ = tx.send(p.moved.take());
+            }
+        }
+    }
+}
+
+/// The peer's takeover actor on the node behind `peer`'s link.
+fn remote_takeover(shared: &ClusterShared, peer: &str) -> Option<ActorRef<TakeoverMsg>> {
+    let link = shared.link(peer)?;
+    let node_id = link.remote.read().as_ref()?.get_id().node();
+    ractor::pg::get_members(&TAKEOVER_GROUP.to_string())
+        .into_iter()
+        .find(|c: &ActorCell| !c.get_id().is_local() && c.get_id().node() == node_id)
+        .map(Into::into)
+}
+
+/// [`RemoteSessions`] over the cluster.
+pub struct ClusterSessions {
+    shared: Arc<ClusterShared>,
+}
+
+impl RemoteSessions for ClusterSessions {
+    fn take_over(&self, client: ClientId, clean_start: bool) -> TakeOverFuture {
+        let shared = self.shared.clone();
+        Box::pin(async move { take_over(&shared, client, clean_start).await })
+    }
+}
+
+async fn take_over(
+    shared: &Arc<ClusterShared>,
+    client: ClientId,
+    clean_start: bool,
+) -> Option<Box<SessionHandover>> {
+    let peers: Vec<(String, ActorRef<TakeoverMsg>)> = {
+        let names: Vec<String> = shared
+            .links
+            .read()
+            .iter()
+            .filter(|(_, l)| l.up.load(Ordering::Acquire))
+            .map(|(n, _)| n.clone())
+            .collect();
+        names
+            .into_iter()
+            .filter_map(|n| remote_takeover(shared, &n).map(|r| (n, r)))
+            .collect()
+    };
+    if peers.is_empty() {
+        return None;
+    }
+    let t = &shared.takeovers;
+    let id = t.next_id.fetch_add(1, Ordering::Relaxed);
+    let (tx, rx) = oneshot::channel();
+    t.pending.lock().insert(
+        id,
+        Pending {
+            waiting: peers.iter().map(|(n, _)| n.clone()).collect(),
+            moved: None,
+            done: Some(tx),
+        },
+    );
+    for (peer, actor) in &peers {
+        let req = TakeoverWire::Request {
+            id,
+            from: shared.settings.node_name.clone(),
+            client: client.to_string(),
+            clean_start,
+        };
+        if actor.cast(TakeoverMsg::Wire(req)).is_err() {
+            t.answered(id, peer, HandOverOutcome::NotHere);
+        }
+    }
+    match tokio::time::timeout(TAKEOVER_TIMEOUT, rx).await {
+        Ok(Ok(moved)) => {
+            if moved.is_some() {
+                Counters::inc(&t.moved_in);
+            }
+            moved
+        }
+        _ => {
+            let p = t.pending.lock().remove(&id)?;
+            let silent: Vec<&String> = p.waiting.iter().collect();
+            Counters::add(&t.timeouts, silent.len() as u64);
+            warn!(client_id = %client, peers = ?silent, timeout = ?TAKEOVER_TIMEOUT, "cluster_takeover_timeout");
+            if p.moved.is_some() {
+                Counters::inc(&t.moved_in);
+            }
+            p.moved
+        }
+    }
+}
+
+pub struct Takeover;
+
+pub struct TakeoverArgs {
+    pub shared: Arc<ClusterShared>,
+}
+
+impl Actor for Takeover {
+    type Msg = TakeoverMsg;
+    type State = Arc<ClusterShared>;
+    type Arguments = TakeoverArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<TakeoverMsg>,
+        args: TakeoverArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        ractor::pg::join(TAKEOVER_GROUP.to_string(), vec![myself.get_cell()]);
+        let shared = args.shared;
+        *shared.ctx.remote_sessions.write() = Some(Arc::new(ClusterSessions {
+            shared: shared.clone(),
+        }));
+        Ok(shared)
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<TakeoverMsg>,
+        shared: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        *shared.ctx.remote_sessions.write() = None;
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<TakeoverMsg>,
+        TakeoverMsg::Wire(msg): TakeoverMsg,
+        shared: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            TakeoverWire::Reply { id, from, outcome } => {
+                shared.takeovers.answered(id, &from, outcome);
+            }
+            TakeoverWire::Request {
+                id,
+                from,
+                client,
+                clean_start,
+            } => {
+                // Off this actor: the session's answer may take a while, and
+                // other requests must not wait behind it.
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let outcome = hand_over_local(&shared, &client, clean_start).await;
+                    if matches!(outcome, HandOverOutcome::Moved(_)) {
+                        Counters::inc(&shared.takeovers.moved_out);
+                        info!(client_id = %client, to = %from, "cluster_session_moved_out");
+                    }
+                    let reply = TakeoverWire::Reply {
+                        id,
+                        from: shared.settings.node_name.clone(),
+                        outcome,
+                    };
+                    match remote_takeover(&shared, &from) {
+                        Some(r) => {
+                            let _ = r.cast(TakeoverMsg::Wire(reply));
+                        }
+                        None => {
+                            warn!(client_id = %client, peer = %from, "cluster_takeover_reply_undeliverable")
+                        }
+                    }
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn hand_over_local(
+    shared: &ClusterShared,
+    client: &str,
+    clean_start: bool,
+) -> HandOverOutcome {
+    let Some(registry) = shared.ctx.registry() else {
+        return HandOverOutcome::NotHere;
+    };
+    let client = ClientId::new(client);
+    let ms = (TAKEOVER_TIMEOUT.as_millis() as u64) * 4 / 5;
+    ractor::call_t!(
+        registry,
+        |reply| RegistryMsg::HandOver {
+            client,
+            clean_start,
+            reply,
+        },
+        ms
+    )
+    .unwrap_or(HandOverOutcome::NotHere)
+}
