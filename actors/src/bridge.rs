@@ -31,8 +31,9 @@
 //! written), in order: in `durable` mode a record leaves the store only
 //! then. After a lost connection the window is resent first, in order, with
 //! DUP (at least once). After an actor restart the mailbox is rewound
-//! (`durable`: the unacknowledged window is delivered again; the other
-//! modes lose it, at most once).
+//! and the unacknowledged window is delivered again, first, in order (at
+//! least once; `durable` reads it back from the store, the other modes
+//! from memory; only `durable` survives the node).
 //!
 //! # Record format
 //! `[1u8 version][flags: bit0 retain][topic len u16 BE][topic][payload]`:

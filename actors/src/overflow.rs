@@ -162,13 +162,16 @@ const DROP_CHUNK_DIVISOR: u64 = 64;
 const LOG_EVERY_MS: u64 = 10_000;
 
 /// One taken, unacknowledged entry.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Taken {
     seq: u64,
     len: u64,
     /// Not delivered (expired, or unreadable on disk): acknowledged
     /// implicitly once everything before it is.
     skipped: bool,
+    /// The entry itself, without a durable store to read it back from: a
+    /// rewind queues it again (a refcount of the payload, no copy).
+    kept: Option<OverflowEntry>,
 }
 
 #[derive(Debug, Default)]

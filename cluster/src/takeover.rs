@@ -191,24 +191,47 @@ async fn take_over(
             t.answered(id, peer, HandOverOutcome::NotHere);
         }
     }
-    match tokio::time::timeout(TAKEOVER_TIMEOUT, rx).await {
-        Ok(Ok(moved)) => {
-            if moved.is_some() {
-                Counters::inc(&t.moved_in);
+    let outcome = wait_answers(shared, id, rx).await;
+    if outcome.is_some() {
+        Counters::inc(&t.moved_in);
+    }
+    outcome
+}
+
+/// Wait for every asked peer's answer; a peer that goes down meanwhile
+/// counts as answered (it holds nothing reachable), one that stays silent
+/// past [`TAKEOVER_TIMEOUT`] is logged.
+async fn wait_answers(
+    shared: &ClusterShared,
+    id: u64,
+    mut rx: oneshot::Receiver<Option<Box<SessionHandover>>>,
+) -> Option<Box<SessionHandover>> {
+    let t = &shared.takeovers;
+    let deadline = tokio::time::Instant::now() + TAKEOVER_TIMEOUT;
+    loop {
+        let step = (tokio::time::Instant::now() + Duration::from_millis(200)).min(deadline);
+        match tokio::time::timeout_at(step, &mut rx).await {
+            Ok(r) => return r.ok().flatten(),
+            Err(_) if tokio::time::Instant::now() >= deadline => break,
+            Err(_) => {
+                let down: Vec<String> = t.pending.lock().get(&id).map_or(Vec::new(), |p| {
+                    p.waiting
+                        .iter()
+                        .filter(|n| !shared.link(n).is_some_and(|l| l.up.load(Ordering::Acquire)))
+                        .cloned()
+                        .collect()
+                });
+                for peer in down {
+                    t.answered(id, &peer, HandOverOutcome::NotHere);
+                }
             }
-            moved
-        }
-        _ => {
-            let p = t.pending.lock().remove(&id)?;
-            let silent: Vec<&String> = p.waiting.iter().collect();
-            Counters::add(&t.timeouts, silent.len() as u64);
-            warn!(client_id = %client, peers = ?silent, timeout = ?TAKEOVER_TIMEOUT, "cluster_takeover_timeout");
-            if p.moved.is_some() {
-                Counters::inc(&t.moved_in);
-            }
-            p.moved
         }
     }
+    let p = t.pending.lock().remove(&id)?;
+    let silent: Vec<&String> = p.waiting.iter().collect();
+    Counters::add(&t.timeouts, silent.len() as u64);
+    warn!(peers = ?silent, timeout = ?TAKEOVER_TIMEOUT, "cluster_takeover_timeout");
+    p.moved
 }
 
 pub struct Takeover;

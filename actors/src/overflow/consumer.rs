@@ -142,6 +142,7 @@ impl OverflowMailbox {
                     seq,
                     len: 0,
                     skipped: true,
+                    kept: None,
                 }),
             }
         }
@@ -161,10 +162,12 @@ impl OverflowMailbox {
             let ttl = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
             e.enqueued_at_ms.saturating_add(ttl) <= now_ms
         });
+        let kept = (!expired && self.config.mode != OverflowMode::Durable).then(|| e.clone());
         st.window.push_back(Taken {
             seq: e.seq,
             len,
             skipped: expired,
+            kept,
         });
         st.window_bytes += len;
         if !expired {
@@ -209,17 +212,26 @@ impl OverflowMailbox {
         Ok(())
     }
 
-    /// The consumer restarted: what it took and did not acknowledge is
-    /// delivered again, first, in order (durable mode). In the other modes
-    /// those entries are gone with the consumer (at most once): the window
-    /// is forgotten.
+    /// The consumer restarted (or its link dropped): what it took and did
+    /// not acknowledge is delivered again, first, in order (at least once):
+    /// read back from the store in durable mode, from the entries the
+    /// window kept in the others.
     pub fn rewind(&self) {
         let mut st = self.state.lock();
         let st = &mut *st;
         let Some(first) = st.window.front().map(|t| t.seq) else {
             return;
         };
-        if self.config.mode == OverflowMode::Durable {
+        if self.config.mode != OverflowMode::Durable {
+            let window = std::mem::take(&mut st.window);
+            for e in window.into_iter().rev().filter_map(|t| t.kept) {
+                st.mem_bytes += e.payload.len() as u64;
+                st.mem.push_front(e);
+            }
+            if let Some(front) = st.mem.front() {
+                st.cursor = st.cursor.min(front.seq);
+            }
+        } else {
             // Memory is no longer a prefix of the queue: it all counts as
             // disk-only again (it is on disk too), and is read from there.
             st.disk_len += st.window.len() as u64 + st.mem.len() as u64;

@@ -436,3 +436,26 @@ fn wake_is_called_once_per_take() {
     m.push(payload(0, 101, 10));
     assert_eq!(wakes.load(Ordering::Relaxed), 2);
 }
+
+#[test]
+fn memory_and_volatile_rewind_redeliver_the_window_in_order() {
+    for mode in [OverflowMode::Memory, OverflowMode::VolatileOffload] {
+        let storage = memory_store();
+        let m = open(config(mode, 300, u64::MAX), &storage);
+        for i in 0..10 {
+            m.push(payload(0, i, 100));
+        }
+        let taken = m.take(2).unwrap();
+        m.ack(taken[0].seq).unwrap();
+        let _lost_with_the_link = m.take(5).unwrap();
+        m.rewind();
+        let s = m.stats();
+        assert_eq!(s.unacked_messages, 0, "{mode:?}");
+        assert_eq!(
+            indices(&drain(&m, 3)),
+            (1..10).collect::<Vec<_>>(),
+            "{mode:?}"
+        );
+        assert_eq!(m.stats().acked, 10, "{mode:?}");
+    }
+}
