@@ -512,7 +512,7 @@ async fn a_wrong_cookie_or_cluster_name_is_refused_with_a_clear_log_line() {
     s[1].cookie = "another-cookie-value".into();
     s[2].cluster_name = "other".into();
     let _nodes: Vec<Node> = s.iter().map(Site::spawn).collect();
-    within(Duration::from_secs(10), "refusals logged", || {
+    within(Duration::from_secs(20), "refusals logged", || {
         let (a, b, c) = (s[0].log_text(), s[1].log_text(), s[2].log_text());
         a.contains("cluster_handshake_failed")
             && b.contains("cluster_handshake_failed")
@@ -729,6 +729,8 @@ async fn a_client_reconnecting_to_another_node_takes_its_session_along() {
     assert_eq!(code, 1, "a no longer holds the session");
     let (code, out, _) = s[1].ctl(&["clients", "show", "mover"]);
     assert_eq!(code, 0, "{out}");
+    assert_eq!(metric(&s[1], "roost_cluster_sessions_moved_in_total"), 1);
+    assert_eq!(metric(&s[0], "roost_cluster_sessions_moved_out_total"), 1);
 
     // Clean start on a: b's session is discarded, nothing moves.
     let (mut again, ack) = Raw::connect(s[0].mqtt, ProtocolVersion::V5, "mover", true).await;

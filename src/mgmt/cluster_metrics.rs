@@ -21,6 +21,9 @@ pub struct ClusterSnapshot {
     pub duplicates_skipped: u64,
     pub heartbeat_timeouts: u64,
     pub peers_refused: u64,
+    pub sessions_moved_in: u64,
+    pub sessions_moved_out: u64,
+    pub takeover_timeouts: u64,
 }
 
 pub async fn snapshot(cluster: &Cluster) -> ClusterSnapshot {
@@ -53,6 +56,9 @@ pub async fn snapshot(cluster: &Cluster) -> ClusterSnapshot {
         duplicates_skipped: Counters::get(&c.duplicates_skipped),
         heartbeat_timeouts: Counters::get(&c.heartbeat_timeouts),
         peers_refused: Counters::get(&c.peers_refused),
+        sessions_moved_in: Counters::get(&shared.takeovers.moved_in),
+        sessions_moved_out: Counters::get(&shared.takeovers.moved_out),
+        takeover_timeouts: Counters::get(&shared.takeovers.timeouts),
     }
 }
 
@@ -110,6 +116,21 @@ pub fn register(r: &mut Registry, s: &ClusterSnapshot) {
             "cluster_peers_refused",
             "Links refused: failed authentication (cookie) or another cluster name",
             s.peers_refused,
+        ),
+        (
+            "cluster_sessions_moved_in",
+            "Sessions moved here from another node when their client reconnected here",
+            s.sessions_moved_in,
+        ),
+        (
+            "cluster_sessions_moved_out",
+            "Sessions handed over to another node when their client reconnected there",
+            s.sessions_moved_out,
+        ),
+        (
+            "cluster_takeover_timeouts",
+            "Peers that did not answer a client-id takeover in time (the connect went on)",
+            s.takeover_timeouts,
         ),
     ] {
         r.register(name, help, ConstCounter::new(v));
