@@ -266,7 +266,7 @@ mod tests {
         assert!(args.json);
         assert!(matches!(
             args.command,
-            CtlCommand::Clients(ClientsCmd::List { pattern: Some(ref p) }) if p == "x"
+            CtlCommand::Clients(ClientsCmd::List { pattern: Some(ref p), node: None }) if p == "x"
         ));
         for bad in [
             &["ctl"][..],

@@ -730,6 +730,25 @@ async fn a_client_reconnecting_to_another_node_takes_its_session_along() {
     let (code, out, _) = s[1].ctl(&["clients", "show", "mover"]);
     assert_eq!(code, 0, "{out}");
     assert_eq!(metric(&s[1], "roost_cluster_sessions_moved_in_total"), 1);
+    // Listed from a, cluster-wide, as held by b; not among a's own.
+    let (code, out, _) = s[0].ctl(&["--json", "clients", "list", "--match", "mov"]);
+    assert_eq!(code, 0, "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let rows = v["data"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{out}");
+    assert_eq!(rows[0]["client_id"], "mover");
+    assert_eq!(rows[0]["node"], s[1].name.as_str());
+    assert_eq!(rows[0]["connected"], true);
+    let (code, table, _) = s[0].ctl(&["clients", "list", "--node", &s[0].name]);
+    assert_eq!(code, 0);
+    assert!(!table.contains("mover"), "{table}");
+    let (_, table, _) = s[0].ctl(&["clients", "list", "--node", &s[1].name]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("mover") && l.contains(&s[1].name)),
+        "{table}"
+    );
     assert_eq!(metric(&s[0], "roost_cluster_sessions_moved_out_total"), 1);
 
     // Clean start on a: b's session is discarded, nothing moves.

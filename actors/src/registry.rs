@@ -33,7 +33,7 @@ use crate::inbox::Inbox;
 use crate::outbound::Outbound;
 use crate::router::RouterMsg;
 use crate::session::handover::{HandOverOutcome, SessionHandover};
-use crate::session::{AttachRequest, Session, SessionArgs, SessionMsg};
+use crate::session::{AttachRequest, Session, SessionArgs, SessionInfo, SessionMsg};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -93,6 +93,29 @@ pub enum RegistryMsg {
 
 // Local-only (ractor's `cluster` feature: see the workspace Cargo.toml).
 impl ractor::Message for RegistryMsg {}
+
+/// Every session of this node as it reports itself now, by client id. A
+/// session that does not answer within 2 s (stopping, busy) is left out.
+pub async fn session_infos(ctx: &BrokerCtx) -> Result<Vec<SessionInfo>, String> {
+    use futures::StreamExt;
+    let registry = ctx
+        .registry()
+        .ok_or_else(|| "the session registry is not running (restarting?)".to_owned())?;
+    let list = ractor::call_t!(
+        registry,
+        RegistryMsg::Sessions,
+        CALL_TIMEOUT.as_millis() as u64
+    )
+    .map_err(|e| format!("the session registry did not answer: {e}"))?;
+    let mut infos: Vec<SessionInfo> = futures::stream::iter(list)
+        .map(|(_, actor)| async move { ractor::call_t!(actor, SessionMsg::Info, 2_000).ok() })
+        .buffer_unordered(64)
+        .filter_map(|info| async move { info })
+        .collect()
+        .await;
+    infos.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+    Ok(infos)
+}
 
 pub struct Registry;
 

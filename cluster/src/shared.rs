@@ -109,6 +109,11 @@ pub struct Cluster(pub Arc<ClusterShared>);
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Cluster {
+    /// The sessions of every up peer whose client id contains `pattern`.
+    pub async fn remote_clients(&self, pattern: Option<String>) -> crate::takeover::RemoteClients {
+        crate::takeover::remote_clients(&self.0, pattern).await
+    }
+
     fn membership(&self) -> Result<ActorRef<MembershipMsg>, String> {
         self.0
             .membership

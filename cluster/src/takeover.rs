@@ -55,6 +55,122 @@ pub enum TakeoverWire {
         from: String,
         outcome: HandOverOutcome,
     },
+    /// `roost ctl clients list` across the cluster: the sessions of the
+    /// receiving node whose id contains `pattern`.
+    ListClients {
+        id: u64,
+        from: String,
+        pattern: Option<String>,
+    },
+    Clients {
+        id: u64,
+        from: String,
+        clients: Vec<ClientRow>,
+    },
+}
+
+/// One session as another node lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientRow {
+    pub client_id: String,
+    pub connected: bool,
+    pub subscriptions: u64,
+    pub inflight: u64,
+    pub queued: u64,
+}
+
+/// The sessions of this node whose client id contains `pattern`.
+pub async fn local_clients(
+    ctx: &roost_actors::broker::BrokerCtx,
+    pattern: Option<&str>,
+) -> Result<Vec<ClientRow>, String> {
+    let infos = roost_actors::registry::session_infos(ctx).await?;
+    Ok(infos
+        .into_iter()
+        .filter(|s| pattern.is_none_or(|p| s.client_id.as_str().contains(p)))
+        .map(|s| ClientRow {
+            client_id: s.client_id.to_string(),
+            connected: s.connected,
+            subscriptions: s.subscriptions.len() as u64,
+            inflight: s.inflight as u64,
+            queued: s.queued as u64,
+        })
+        .collect())
+}
+
+/// What the up peers answered to a cluster-wide listing.
+#[derive(Debug, Default)]
+pub struct RemoteClients {
+    /// (node, session), by node.
+    pub clients: Vec<(String, ClientRow)>,
+    /// Up peers that did not answer in time.
+    pub silent: Vec<String>,
+}
+
+struct ListPending {
+    waiting: HashSet<String>,
+    rows: Vec<(String, ClientRow)>,
+    done: Option<oneshot::Sender<()>>,
+}
+
+/// Longest a cluster-wide listing waits for its peers.
+const LIST_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The sessions of every up peer (not this node's), whose client id
+/// contains `pattern`.
+pub async fn remote_clients(shared: &Arc<ClusterShared>, pattern: Option<String>) -> RemoteClients {
+    let peers = up_peers(shared);
+    if peers.is_empty() {
+        return RemoteClients::default();
+    }
+    let t = &shared.takeovers;
+    let id = t.next_id.fetch_add(1, Ordering::Relaxed);
+    let (tx, rx) = oneshot::channel();
+    t.lists.lock().insert(
+        id,
+        ListPending {
+            waiting: peers.iter().map(|(n, _)| n.clone()).collect(),
+            rows: Vec::new(),
+            done: Some(tx),
+        },
+    );
+    for (peer, actor) in &peers {
+        let req = TakeoverWire::ListClients {
+            id,
+            from: shared.settings.node_name.clone(),
+            pattern: pattern.clone(),
+        };
+        if actor.cast(TakeoverMsg::Wire(req)).is_err() {
+            t.listed(id, peer, Vec::new());
+        }
+    }
+    let _ = tokio::time::timeout(LIST_TIMEOUT, rx).await;
+    let Some(p) = t.lists.lock().remove(&id) else {
+        return RemoteClients::default();
+    };
+    let mut silent: Vec<String> = p.waiting.into_iter().collect();
+    silent.sort();
+    if !silent.is_empty() {
+        warn!(peers = ?silent, "cluster_clients_list_incomplete");
+    }
+    let mut clients = p.rows;
+    clients.sort_by(|a, b| (&a.0, &a.1.client_id).cmp(&(&b.0, &b.1.client_id)));
+    RemoteClients { clients, silent }
+}
+
+/// Up peers with their takeover actor.
+fn up_peers(shared: &ClusterShared) -> Vec<(String, ActorRef<TakeoverMsg>)> {
+    let names: Vec<String> = shared
+        .links
+        .read()
+        .iter()
+        .filter(|(_, l)| l.up.load(Ordering::Acquire))
+        .map(|(n, _)| n.clone())
+        .collect();
+    names
+        .into_iter()
+        .filter_map(|n| remote_takeover(shared, &n).map(|r| (n, r)))
+        .collect()
 }
 
 pub enum TakeoverMsg {
@@ -88,6 +204,7 @@ struct Pending {
 pub struct Takeovers {
     next_id: AtomicU64,
     pending: Mutex<HashMap<u64, Pending>>,
+    lists: Mutex<HashMap<u64, ListPending>>,
     /// Sessions that moved here from a peer, and from here to a peer.
     pub moved_in: AtomicU64,
     pub moved_out: AtomicU64,
@@ -96,6 +213,24 @@ pub struct Takeovers {
 }
 
 impl Takeovers {
+    /// A peer answered listing `id`.
+    fn listed(&self, id: u64, from: &str, rows: Vec<ClientRow>) {
+        let mut lists = self.lists.lock();
+        let Some(p) = lists.get_mut(&id) else {
+            return;
+        };
+        if !p.waiting.remove(from) {
+            return;
+        }
+        p.rows
+            .extend(rows.into_iter().map(|r| (from.to_owned(), r)));
+        if p.waiting.is_empty() {
+            if let Some(tx) = p.done.take() {
+                let _ = tx.send(());
+            }
+        }
+    }
+
     /// A peer answered request `id`.
     fn answered(&self, id: u64, from: &str, outcome: HandOverOutcome) {
         let mut pending = self.pending.lock();
@@ -153,19 +288,7 @@ async fn take_over(
     client: ClientId,
     clean_start: bool,
 ) -> Option<Box<SessionHandover>> {
-    let peers: Vec<(String, ActorRef<TakeoverMsg>)> = {
-        let names: Vec<String> = shared
-            .links
-            .read()
-            .iter()
-            .filter(|(_, l)| l.up.load(Ordering::Acquire))
-            .map(|(n, _)| n.clone())
-            .collect();
-        names
-            .into_iter()
-            .filter_map(|n| remote_takeover(shared, &n).map(|r| (n, r)))
-            .collect()
-    };
+    let peers = up_peers(shared);
     if peers.is_empty() {
         return None;
     }
@@ -276,6 +399,28 @@ impl Actor for Takeover {
         match msg {
             TakeoverWire::Reply { id, from, outcome } => {
                 shared.takeovers.answered(id, &from, outcome);
+            }
+            TakeoverWire::Clients { id, from, clients } => {
+                shared.takeovers.listed(id, &from, clients);
+            }
+            TakeoverWire::ListClients { id, from, pattern } => {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let clients = local_clients(&shared.ctx, pattern.as_deref())
+                        .await
+                        .unwrap_or_else(|e| {
+                            warn!(peer = %from, error = %e, "cluster_clients_list_failed");
+                            Vec::new()
+                        });
+                    let reply = TakeoverWire::Clients {
+                        id,
+                        from: shared.settings.node_name.clone(),
+                        clients,
+                    };
+                    if let Some(r) = remote_takeover(&shared, &from) {
+                        let _ = r.cast(TakeoverMsg::Wire(reply));
+                    }
+                });
             }
             TakeoverWire::Request {
                 id,

@@ -103,10 +103,14 @@ pub enum CtlCommand {
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum ClientsCmd {
-    /// List clients, optionally those whose id contains PATTERN.
+    /// List clients of every node of the cluster (or of one, --node
+    /// NAME), optionally those whose id contains PATTERN.
     List {
         #[arg(long = "match", value_name = "PATTERN")]
         pattern: Option<String>,
+        /// Only the clients on this member (its node name).
+        #[arg(long = "node", value_name = "NAME")]
+        node: Option<String>,
     },
     /// One client's session: state, subscriptions, queues.
     Show {
@@ -291,10 +295,18 @@ fn queued(b: &BridgeSummary) -> u64 {
 
 fn clients(client: &Client, out: &Out, cmd: &ClientsCmd) -> Result<String, CtlError> {
     match cmd {
-        ClientsCmd::List { pattern } => {
-            let path = match pattern {
-                Some(p) => format!("/api/v1/clients?match={}", encode(p)),
-                None => "/api/v1/clients".to_owned(),
+        ClientsCmd::List { pattern, node } => {
+            let mut params = Vec::new();
+            if let Some(p) = pattern {
+                params.push(format!("match={}", encode(p)));
+            }
+            if let Some(n) = node {
+                params.push(format!("node={}", encode(n)));
+            }
+            let path = if params.is_empty() {
+                "/api/v1/clients".to_owned()
+            } else {
+                format!("/api/v1/clients?{}", params.join("&"))
             };
             out.show(client.get(&path)?, |l: &List<ClientSummary>| {
                 render::clients(&l.data)

@@ -103,6 +103,7 @@ pub fn clients(list: &[ClientSummary]) -> String {
         .map(|c| {
             vec![
                 c.client_id.clone(),
+                c.node.clone(),
                 yes_no(c.connected),
                 c.subscriptions.to_string(),
                 c.inflight.to_string(),
@@ -113,6 +114,7 @@ pub fn clients(list: &[ClientSummary]) -> String {
     let text = table(
         &[
             "CLIENT ID",
+            "NODE",
             "CONNECTED",
             "SUBSCRIPTIONS",
             "INFLIGHT",

@@ -45,22 +45,56 @@ pub struct ClientsQuery {
     /// Substring of the client id.
     #[serde(rename = "match")]
     pattern: Option<String>,
+    /// Only the sessions on this node (a member's name).
+    node: Option<String>,
 }
 
+/// The sessions of the whole cluster (every up member), or of one node,
+/// each with the node that holds it.
 pub async fn clients(
     State(app): State<AppState>,
     Query(q): Query<ClientsQuery>,
 ) -> ApiResult<List<ClientSummary>> {
-    let sessions = query::sessions(&app.shared.ctx).await?;
-    let data = sessions
-        .iter()
-        .filter(|s| {
-            q.pattern
-                .as_deref()
-                .is_none_or(|p| s.client_id.as_str().contains(p))
-        })
-        .map(query::client_summary)
-        .collect();
+    let me = app.shared.node_name.as_str();
+    let wanted = |node: &str| q.node.as_deref().is_none_or(|n| n == node);
+    let mut data = Vec::new();
+    if wanted(me) {
+        let sessions = query::sessions(&app.shared.ctx).await?;
+        data.extend(
+            sessions
+                .iter()
+                .filter(|s| {
+                    q.pattern
+                        .as_deref()
+                        .is_none_or(|p| s.client_id.as_str().contains(p))
+                })
+                .map(|s| query::client_summary(me, s)),
+        );
+    }
+    if let Some(cluster) = &app.shared.cluster {
+        if q.node.as_deref() != Some(me) {
+            let remote = cluster.remote_clients(q.pattern.clone()).await;
+            if let Some(n) = &q.node {
+                if !remote.clients.iter().any(|(node, _)| node == n) && remote.silent.contains(n) {
+                    return Err(ApiError::unavailable(format!("node {n} did not answer")));
+                }
+            }
+            data.extend(
+                remote
+                    .clients
+                    .into_iter()
+                    .filter(|(node, _)| wanted(node))
+                    .map(|(node, c)| ClientSummary {
+                        node,
+                        client_id: c.client_id,
+                        connected: c.connected,
+                        subscriptions: c.subscriptions,
+                        inflight: c.inflight,
+                        queued: c.queued,
+                    }),
+            );
+        }
+    }
     Ok(Json(List { data }))
 }
 

@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::StreamExt;
 use ractor::ActorRef;
 use roost_actors::bridge::BridgeHandle;
 use roost_actors::broker::BrokerCtx;
@@ -33,8 +32,6 @@ const CALL_MS: u64 = 5_000;
 /// Timeout of one session's `Info`; a session that does not answer in
 /// time (stopping, or busy) is left out of that listing.
 const SESSION_CALL_MS: u64 = 2_000;
-/// Session actors asked at once.
-const SESSION_CONCURRENCY: usize = 64;
 
 /// Every running listener with its live connection count, by name.
 pub async fn listeners(ctx: &BrokerCtx) -> Vec<ListenerStatus> {
@@ -90,19 +87,9 @@ pub async fn restart_session(ctx: &BrokerCtx, client: &str) -> Result<Option<boo
 
 /// Every session that answered, sorted by client id.
 pub async fn sessions(ctx: &BrokerCtx) -> Result<Vec<SessionInfo>, ApiError> {
-    let registry = registry(ctx)?;
-    let list = ractor::call_t!(registry, RegistryMsg::Sessions, CALL_MS).map_err(registry_down)?;
-    let mut infos: Vec<SessionInfo> =
-        futures::stream::iter(list)
-            .map(|(_, actor)| async move {
-                ractor::call_t!(actor, SessionMsg::Info, SESSION_CALL_MS).ok()
-            })
-            .buffer_unordered(SESSION_CONCURRENCY)
-            .filter_map(|info| async move { info })
-            .collect()
-            .await;
-    infos.sort_by(|a, b| a.client_id.cmp(&b.client_id));
-    Ok(infos)
+    roost_actors::registry::session_infos(ctx)
+        .await
+        .map_err(ApiError::unavailable)
 }
 
 /// One client's session, if it has one.
@@ -132,8 +119,9 @@ pub fn online_offline(sessions: &[SessionInfo]) -> (u64, u64) {
     (online, sessions.len() as u64 - online)
 }
 
-pub fn client_summary(s: &SessionInfo) -> ClientSummary {
+pub fn client_summary(node: &str, s: &SessionInfo) -> ClientSummary {
     ClientSummary {
+        node: node.to_owned(),
         client_id: s.client_id.to_string(),
         connected: s.connected,
         subscriptions: s.subscriptions.len() as u64,

@@ -49,6 +49,9 @@ pub struct ListenerStatus {
 /// One row of `GET /api/v1/clients`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientSummary {
+    /// The node holding the session.
+    #[serde(default)]
+    pub node: String,
     pub client_id: String,
     pub connected: bool,
     pub subscriptions: u64,
