@@ -765,3 +765,50 @@ async fn a_client_reconnecting_to_another_node_takes_its_session_along() {
     let (code, _, _) = s[1].ctl(&["clients", "show", "mover"]);
     assert_eq!(code, 1, "b no longer holds the session");
 }
+
+/// A node that joins later gets the retained messages published before it
+/// was there (it had none for those topics).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joining_later_gets_the_retained_messages() {
+    let mut s = sites(&["a", "b"]);
+    let (_a, _) = s[0].start().await;
+    let (mut p, _) = Raw::connect(s[0].mqtt, ProtocolVersion::V311, "retainer", true).await;
+    for i in 0..3 {
+        let mut m = common::publish(
+            &format!("late/{i}"),
+            format!("kept-{i}"),
+            QoS::AtMostOnce,
+            0,
+        );
+        m.retain = true;
+        p.send_publish(m).await;
+    }
+    p.disconnect().await;
+    s[1].seeds = vec![s[0].address()];
+    let _b = s[1].spawn();
+    formed(&s, Duration::from_secs(15)).await;
+    within(
+        Duration::from_secs(10),
+        "retained copied to the new node",
+        || {
+            s[1].ctl(&["retained", "list"])
+                .1
+                .lines()
+                .filter(|l| l.starts_with("late/"))
+                .count()
+                == 3
+        },
+    )
+    .await;
+    let (mut r, _) = Raw::connect(s[1].mqtt, ProtocolVersion::V311, "reader", true).await;
+    r.subscribe(1, "late/#", QoS::AtMostOnce).await;
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let m = r.expect_publish().await;
+        assert!(m.retain);
+        got.push(String::from_utf8(m.payload.to_vec()).unwrap());
+    }
+    got.sort();
+    assert_eq!(got, ["kept-0", "kept-1", "kept-2"]);
+    assert_eq!(metric(&s[1], "roost_cluster_retained_caught_up_total"), 3);
+}

@@ -118,6 +118,35 @@ impl RetainedStore {
         self.commit_or_count(batch, &msg.topic);
     }
 
+    /// Store `msg` (not a deletion) only if its topic has no retained
+    /// message here: a copy from another node that this one missed. Returns
+    /// whether it was stored.
+    pub fn apply_if_absent(&self, msg: &Arc<Message>) -> bool {
+        if msg.payload.is_empty() {
+            return false;
+        }
+        let _order = self.writes.lock();
+        {
+            let mut map = self.map.write();
+            if map.contains_key(&msg.topic) {
+                return false;
+            }
+            map.insert(msg.topic.clone(), msg.clone());
+        }
+        if self.storage.get().is_some() {
+            let mut batch = Batch::new();
+            let stored = StoredMessage::from_message(msg, Instant::now(), unix_ms());
+            batch.put_retained(&msg.topic, &stored);
+            self.commit_or_count(batch, &msg.topic);
+        }
+        true
+    }
+
+    /// Every retained message (expired ones included; the caller filters).
+    pub fn all(&self) -> Vec<Arc<Message>> {
+        self.map.read().values().cloned().collect()
+    }
+
     /// Commit `batch` to the attached store, if any, with an fsync that does
     /// not stall the runtime worker when `storage.sync` asks for one. A
     /// failure is logged and counted, never raised: memory already changed.

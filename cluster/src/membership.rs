@@ -760,6 +760,7 @@ impl State {
         if !was_up {
             info!(peer = %h.from, address = %h.advertise, new, "cluster_peer_up");
         }
+        let send_retained = !was_up;
         if h.want_reply {
             self.send_hello(node_id, false);
         }
@@ -792,6 +793,9 @@ impl State {
             }
         }
         self.send_snapshot(&h.from);
+        if send_retained {
+            crate::takeover::send_retained(&self.shared, &h.from);
+        }
         self.complete_joins(&h.from);
     }
 

@@ -28,9 +28,10 @@ use roost_actors::broker::Counters;
 use roost_actors::registry::{RegistryMsg, RemoteSessions, TakeOverFuture};
 use roost_actors::session::handover::{HandOverOutcome, SessionHandover};
 use roost_protocol::ClientId;
+use roost_storage::StoredMessage;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::shared::ClusterShared;
 use crate::wire;
@@ -67,6 +68,63 @@ pub enum TakeoverWire {
         from: String,
         clients: Vec<ClientRow>,
     },
+    /// Part of the sender's retained messages, sent when a link comes up:
+    /// the receiver keeps those whose topic it has no message for.
+    Retained {
+        from: String,
+        messages: Vec<StoredMessage>,
+    },
+}
+
+/// Retained messages per `Retained` message.
+const RETAINED_CHUNK: usize = 500;
+
+/// Send this node's retained messages to `peer` (its link just came up),
+/// in chunks, off the caller's actor. A node that joins later, or was away,
+/// gets what was retained meanwhile; a topic it already has keeps its
+/// message (deletions and replacements made while it was away are not
+/// reconciled: there is no timestamp to order them).
+pub fn send_retained(shared: &Arc<ClusterShared>, peer: &str) {
+    let shared = shared.clone();
+    let peer = peer.to_owned();
+    tokio::spawn(async move {
+        let (now, now_ms) = (std::time::Instant::now(), roost_actors::broker::unix_ms());
+        let all = shared.ctx.retained.all();
+        let messages: Vec<StoredMessage> = all
+            .iter()
+            .filter(|m| !m.is_expired(now))
+            .map(|m| StoredMessage::from_message(m, now, now_ms))
+            .collect();
+        if messages.is_empty() {
+            return;
+        }
+        // The link's remote ends are learned as the link comes up.
+        let mut remote = None;
+        for _ in 0..50 {
+            remote = remote_takeover(&shared, &peer);
+            if remote.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let Some(remote) = remote else {
+            warn!(peer = %peer, "cluster_retained_not_sent_peer_unresolved");
+            return;
+        };
+        let n = messages.len();
+        let mut it = messages.into_iter().peekable();
+        while it.peek().is_some() {
+            let chunk: Vec<StoredMessage> = it.by_ref().take(RETAINED_CHUNK).collect();
+            let msg = TakeoverWire::Retained {
+                from: shared.settings.node_name.clone(),
+                messages: chunk,
+            };
+            if remote.cast(TakeoverMsg::Wire(msg)).is_err() {
+                return;
+            }
+        }
+        debug!(peer = %peer, messages = n, "cluster_retained_sent");
+    });
 }
 
 /// One session as another node lists it.
@@ -210,6 +268,8 @@ pub struct Takeovers {
     pub moved_out: AtomicU64,
     /// Peers that did not answer a takeover in time.
     pub timeouts: AtomicU64,
+    /// Retained messages this node got from a peer when their link came up.
+    pub retained_added: AtomicU64,
 }
 
 impl Takeovers {
@@ -402,6 +462,20 @@ impl Actor for Takeover {
             }
             TakeoverWire::Clients { id, from, clients } => {
                 shared.takeovers.listed(id, &from, clients);
+            }
+            TakeoverWire::Retained { from, messages } => {
+                let (now, now_ms) = (std::time::Instant::now(), roost_actors::broker::unix_ms());
+                let mut added = 0u64;
+                for m in messages {
+                    let msg = Arc::new(m.into_message(now, now_ms));
+                    if !msg.is_expired(now) && shared.ctx.retained.apply_if_absent(&msg) {
+                        added += 1;
+                    }
+                }
+                if added > 0 {
+                    Counters::add(&shared.takeovers.retained_added, added);
+                    info!(peer = %from, added, "cluster_retained_caught_up");
+                }
             }
             TakeoverWire::ListClients { id, from, pattern } => {
                 let shared = shared.clone();

@@ -24,6 +24,7 @@ pub struct ClusterSnapshot {
     pub sessions_moved_in: u64,
     pub sessions_moved_out: u64,
     pub takeover_timeouts: u64,
+    pub retained_caught_up: u64,
 }
 
 pub async fn snapshot(cluster: &Cluster) -> ClusterSnapshot {
@@ -59,6 +60,7 @@ pub async fn snapshot(cluster: &Cluster) -> ClusterSnapshot {
         sessions_moved_in: Counters::get(&shared.takeovers.moved_in),
         sessions_moved_out: Counters::get(&shared.takeovers.moved_out),
         takeover_timeouts: Counters::get(&shared.takeovers.timeouts),
+        retained_caught_up: Counters::get(&shared.takeovers.retained_added),
     }
 }
 
@@ -131,6 +133,11 @@ pub fn register(r: &mut Registry, s: &ClusterSnapshot) {
             "cluster_takeover_timeouts",
             "Peers that did not answer a client-id takeover in time (the connect went on)",
             s.takeover_timeouts,
+        ),
+        (
+            "cluster_retained_caught_up",
+            "Retained messages this node did not have and got from a peer when their link came up",
+            s.retained_caught_up,
         ),
     ] {
         r.register(name, help, ConstCounter::new(v));
