@@ -12,12 +12,14 @@
 //! acknowledged is sent again once it is back; the receiver skips seqs it
 //! already applied, so a message is delivered once per link incarnation.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use parking_lot::RwLock;
+use bytestring::ByteString;
+use parking_lot::{Mutex, RwLock};
 use ractor::message::BoxedDowncastErr;
 use ractor::message::SerializedMessage;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -25,14 +27,14 @@ use roost_actors::broker::{dispatch_from_peer, dispatch_shared_from_peer, unix_m
 use roost_actors::overflow::{OverflowConfig, OverflowMailbox, OverflowMode, PushOutcome};
 use roost_actors::router::{RouteOutcome, RouteSink};
 use roost_actors::valve::Valve;
-use roost_protocol::Message;
-use roost_storage::StoredMessage;
+use roost_protocol::{ClientId, Message};
+use roost_storage::{ForwardedProperties, StoredMessage, StoredQos};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 use crate::shared::ClusterShared;
-use crate::wire::{self, Data};
+use crate::wire::{self, Data, DataRef};
 
 /// Route-table sink name of a peer.
 pub fn sink_name(peer: &str) -> String {
@@ -45,14 +47,19 @@ pub struct PeerLink {
     pub mailbox: Arc<OverflowMailbox>,
     /// The peer's ingress actor while the link is up.
     pub remote: RwLock<Option<ActorRef<IngressMsg>>>,
-    /// Batches sent and not acknowledged.
-    pub in_flight: AtomicU64,
+    /// The last seq of each frame sent and not acknowledged, oldest first
+    /// (at most about `forward_window`). An acknowledgement removes the
+    /// frames it covers, so a partial one (see `Ingress`) counts right.
+    pub in_flight: Mutex<VecDeque<u64>>,
     pub forwarded: AtomicU64,
     pub up: AtomicBool,
     /// Flow control: publishers that offered this peer a message pause
     /// while its backlog is over `forward_buffer / 16` bytes and the peer
     /// is acknowledging (see `roost_actors::valve`).
     pub valve: Arc<Valve>,
+    /// The valve's low watermark: a push that leaves the backlog under it
+    /// cannot congest anyone and does not publish its level.
+    valve_low: u64,
 }
 
 impl PeerLink {
@@ -70,10 +77,11 @@ impl PeerLink {
             peer: peer.to_owned(),
             mailbox: Arc::new(mailbox),
             remote: RwLock::new(None),
-            in_flight: AtomicU64::new(0),
+            in_flight: Mutex::new(VecDeque::new()),
             forwarded: AtomicU64::new(0),
             up: AtomicBool::new(false),
             valve: Arc::new(Valve::new(high, high / 2)),
+            valve_low: high / 2,
         })
     }
 
@@ -97,38 +105,149 @@ pub enum Forwarded {
     },
 }
 
+/// [`Forwarded`] as the ingress reads it, borrowing from the frame.
+/// Declared like [`Forwarded`], variant for variant.
+#[derive(Debug, Deserialize)]
+enum ForwardedRef<'a> {
+    Normal(#[serde(borrow)] StoredRef<'a>),
+    Shared {
+        group: &'a str,
+        filter: &'a str,
+        #[serde(borrow)]
+        message: StoredRef<'a>,
+    },
+}
+
+/// [`StoredMessage`] as the ingress reads it: declared like it, field for
+/// field (`forwarded_entries_read_in_place_equal_the_stored_message` checks
+/// it), with the strings and the payload borrowed.
+#[derive(Debug, Deserialize)]
+struct StoredRef<'a> {
+    topic: &'a str,
+    payload: &'a [u8],
+    qos: StoredQos,
+    retain: bool,
+    publisher: &'a str,
+    expires_at_ms: Option<u64>,
+    properties: ForwardedProperties,
+}
+
+impl StoredRef<'_> {
+    /// What `StoredMessage::into_message` gives, with the topic, the
+    /// publisher and the payload in one allocation instead of three (a
+    /// visible share of the receiving node's CPU went to malloc and to
+    /// freeing them on the subscribers' threads). The buffer holds only
+    /// this message: nothing keeps a whole frame alive.
+    fn into_message(self, now: Instant, now_ms: u64) -> Message {
+        let (t, p) = (self.topic.len(), self.publisher.len());
+        let mut buf = Vec::with_capacity(t + p + self.payload.len());
+        buf.extend_from_slice(self.topic.as_bytes());
+        buf.extend_from_slice(self.publisher.as_bytes());
+        buf.extend_from_slice(self.payload);
+        let buf = Bytes::from(buf);
+        let text = |range: std::ops::Range<usize>| {
+            ByteString::try_from(buf.slice(range)).expect("copied from a str")
+        };
+        let left_ms = self.expires_at_ms.map(|at| at.saturating_sub(now_ms));
+        let expiry_interval = left_ms.map(|ms| u32::try_from(ms / 1000).unwrap_or(u32::MAX));
+        Message {
+            topic: text(0..t),
+            payload: buf.slice(t + p..),
+            qos: self.qos.into(),
+            retain: self.retain,
+            publisher: ClientId(text(t..t + p)),
+            properties: self.properties.into_publish_properties(expiry_interval),
+            expires_at: left_ms.map(|ms| now + Duration::from_millis(ms)),
+        }
+    }
+}
+
 /// The route-table side of a peer: encodes and queues, never waits.
 pub struct PeerSink {
     pub link: Arc<PeerLink>,
 }
 
+thread_local! {
+    /// The last message this thread encoded for a peer, and its encoding:
+    /// a message routed to several peers is encoded once (the route table
+    /// offers it to each peer's sink in turn, on the publisher's thread).
+    /// Holding the `Arc` keeps the pointer comparison sound.
+    static LAST_ENCODED: RefCell<Option<(Arc<Message>, Bytes)>> = const { RefCell::new(None) };
+}
+
+/// `StoredMessage::from_message` reads the clocks only for a message with
+/// an expiry: the others get a fixed instant and no clock call (two clock
+/// reads per forwarded message were a visible share of the publish path).
+fn stored(msg: &Message) -> StoredMessage {
+    static NO_EXPIRY: OnceLock<Instant> = OnceLock::new();
+    if msg.expires_at.is_some() {
+        StoredMessage::from_message(msg, Instant::now(), unix_ms())
+    } else {
+        StoredMessage::from_message(msg, *NO_EXPIRY.get_or_init(Instant::now), 0)
+    }
+}
+
+fn encode_entry(entry: &Forwarded, hint: usize) -> postcard::Result<Bytes> {
+    postcard::to_extend(entry, Vec::with_capacity(hint)).map(Bytes::from)
+}
+
+/// Bytes an encoded entry of `msg` needs, about (no regrowth for messages
+/// without many properties).
+fn entry_hint(msg: &Message) -> usize {
+    msg.topic.len() + msg.payload.len() + msg.publisher.0.len() + 48
+}
+
 impl PeerSink {
-    fn push(&self, entry: &Forwarded) {
-        match postcard::to_stdvec(entry) {
-            Ok(bytes) => {
-                if let PushOutcome::Dropped(reason) = self.link.mailbox.push(Bytes::from(bytes)) {
-                    debug!(peer = %self.link.peer, ?reason, "cluster_forward_dropped");
-                }
-                self.link.update_valve();
-            }
-            Err(e) => warn!(peer = %self.link.peer, error = %e, "cluster_forward_encode_failed"),
+    fn push(&self, bytes: Bytes) {
+        // A peer's mailbox is memory-only without `request_ttl`: the push
+        // time is never read, so it is not taken from the clock.
+        if let PushOutcome::Dropped(reason) = self.link.mailbox.push_at(bytes, 0) {
+            debug!(peer = %self.link.peer, ?reason, "cluster_forward_dropped");
         }
+        // Only a backlog at or over the low watermark matters to the valve
+        // (pushes only raise it; acknowledgements publish it exactly).
+        let backlog = self.link.mailbox.backlog_bytes();
+        if backlog >= self.link.valve_low {
+            self.link.valve.set_level(backlog);
+        }
+    }
+
+    fn encode_failed(&self, e: postcard::Error) {
+        warn!(peer = %self.link.peer, error = %e, "cluster_forward_encode_failed");
     }
 }
 
 impl RouteSink for PeerSink {
     fn offer(&self, msg: &Arc<Message>) {
-        let stored = StoredMessage::from_message(msg, Instant::now(), unix_ms());
-        self.push(&Forwarded::Normal(stored));
+        let cached = LAST_ENCODED.with_borrow(|last| {
+            last.as_ref()
+                .filter(|(m, _)| Arc::ptr_eq(m, msg))
+                .map(|(_, b)| b.clone())
+        });
+        let bytes = match cached {
+            Some(b) => b,
+            None => match encode_entry(&Forwarded::Normal(stored(msg)), entry_hint(msg)) {
+                Ok(b) => {
+                    LAST_ENCODED.set(Some((msg.clone(), b.clone())));
+                    b
+                }
+                Err(e) => return self.encode_failed(e),
+            },
+        };
+        self.push(bytes);
     }
 
     fn offer_shared(&self, msg: &Arc<Message>, group: &str, filter: &str) {
-        let message = StoredMessage::from_message(msg, Instant::now(), unix_ms());
-        self.push(&Forwarded::Shared {
+        let message = stored(msg);
+        let entry = Forwarded::Shared {
             group: group.to_owned(),
             filter: filter.to_owned(),
             message,
-        });
+        };
+        match encode_entry(&entry, entry_hint(msg) + group.len() + filter.len()) {
+            Ok(b) => self.push(b),
+            Err(e) => self.encode_failed(e),
+        }
     }
 
     fn valve(&self) -> Option<&Arc<Valve>> {
@@ -169,7 +288,7 @@ impl Actor for Forwarder {
         // acknowledged is sent again.
         for link in shared.links.read().values() {
             link.mailbox.rewind();
-            link.in_flight.store(0, Ordering::Release);
+            link.in_flight.lock().clear();
             wire_wake(link, &myself);
         }
         Ok(shared)
@@ -185,7 +304,7 @@ impl Actor for Forwarder {
             ForwarderMsg::Up(peer, remote) => {
                 if let Some(link) = shared.link(&peer) {
                     link.mailbox.rewind();
-                    link.in_flight.store(0, Ordering::Release);
+                    link.in_flight.lock().clear();
                     *link.remote.write() = Some(remote);
                     link.up.store(true, Ordering::Release);
                     link.update_valve();
@@ -199,7 +318,7 @@ impl Actor for Forwarder {
                     link.valve.set_open(false);
                     *link.remote.write() = None;
                     link.mailbox.rewind();
-                    link.in_flight.store(0, Ordering::Release);
+                    link.in_flight.lock().clear();
                     link.update_valve();
                 }
             }
@@ -223,6 +342,12 @@ pub fn wire_wake(link: &Arc<PeerLink>, forwarder: &ActorRef<ForwarderMsg>) {
 }
 
 /// Send batches while the window allows and the mailbox has something.
+///
+/// A batch is up to `forward_batch` entries taken at once, sent as one or
+/// more `Data::Forward` frames of at most `forward_batch_bytes` each (one
+/// entry larger than that goes alone); each frame is acknowledged and
+/// counts in the window. The entries' bytes are the mailbox's own
+/// (`Bytes`, shared), copied only when ractor_cluster writes the frame.
 fn pump(shared: &ClusterShared, link: &Arc<PeerLink>) {
     if !link.up.load(Ordering::Acquire) {
         return;
@@ -230,35 +355,46 @@ fn pump(shared: &ClusterShared, link: &Arc<PeerLink>) {
     let Some(remote) = link.remote.read().clone() else {
         return;
     };
-    let window = shared.settings.forward_window as u64;
-    while link.in_flight.load(Ordering::Acquire) < window {
-        let entries = match link.mailbox.take(shared.settings.forward_batch) {
+    let settings = &shared.settings;
+    let window = settings.forward_window as u64;
+    let max_bytes = settings.forward_batch_bytes.max(1);
+    while (link.in_flight.lock().len() as u64) < window {
+        let taken = match link.mailbox.take(settings.forward_batch) {
             Ok(e) => e,
             Err(e) => {
                 warn!(peer = %link.peer, error = %e, "cluster_forward_take_failed");
                 return;
             }
         };
-        if entries.is_empty() {
+        if taken.is_empty() {
             return;
         }
-        let n = entries.len() as u64;
-        let batch = Data::Forward {
-            from: shared.settings.node_name.clone(),
-            incarnation: shared.incarnation,
-            entries: entries
-                .into_iter()
-                .map(|e| (e.seq, e.payload.to_vec()))
-                .collect(),
-        };
-        link.in_flight.fetch_add(1, Ordering::AcqRel);
-        if remote.cast(IngressMsg::Wire(batch)).is_err() {
-            // The remote actor is gone: the link is going down; the batch is
-            // sent again once it is back (rewind on Up).
-            return;
+        let mut taken = taken.into_iter().peekable();
+        while taken.peek().is_some() {
+            let mut entries = Vec::new();
+            let mut bytes = 0;
+            while let Some(e) =
+                taken.next_if(|e| entries.is_empty() || bytes + e.payload.len() <= max_bytes)
+            {
+                bytes += e.payload.len();
+                entries.push((e.seq, e.payload));
+            }
+            let n = entries.len() as u64;
+            let last = entries.last().map_or(0, |(seq, _)| *seq);
+            let batch = Data::Forward {
+                from: settings.node_name.clone(),
+                incarnation: shared.incarnation,
+                entries,
+            };
+            link.in_flight.lock().push_back(last);
+            if remote.cast(IngressMsg::Wire(batch)).is_err() {
+                // The remote actor is gone: the link is going down; the
+                // batch is sent again once it is back (rewind on Up).
+                return;
+            }
+            link.forwarded.fetch_add(n, Ordering::Relaxed);
+            Counters::add(&shared.counters.forwarded, n);
         }
-        link.forwarded.fetch_add(n, Ordering::Relaxed);
-        Counters::add(&shared.counters.forwarded, n);
     }
 }
 
@@ -278,9 +414,26 @@ async fn wait_congested(out: RouteOutcome, limit: Duration) -> Duration {
     start.elapsed()
 }
 
+/// Acknowledge to `peer` everything of its queue up to `through`.
+fn send_ack(shared: &ClusterShared, peer: &str, incarnation: u64, through: u64) {
+    let Some(remote) = shared.link(peer).and_then(|l| l.remote.read().clone()) else {
+        return;
+    };
+    let _ = remote.cast(IngressMsg::Wire(Data::Ack {
+        from: shared.settings.node_name.clone(),
+        incarnation,
+        through,
+    }));
+}
+
 /// The ingress actor's messages: only what peers send.
 pub enum IngressMsg {
+    /// Sent to a peer's ingress (ractor_cluster serializes it), or given
+    /// to the local one.
     Wire(Data),
+    /// Received from a peer: a whole frame of our wire version, read in
+    /// place by the ingress ([`wire::read_data`]).
+    Frame(Vec<u8>),
 }
 
 impl ractor::Message for IngressMsg {
@@ -289,12 +442,18 @@ impl ractor::Message for IngressMsg {
     }
 
     fn serialize(self) -> Result<SerializedMessage, BoxedDowncastErr> {
-        let IngressMsg::Wire(d) = self;
-        wire::encode(&d)
+        match self {
+            IngressMsg::Wire(d) => wire::encode_data(&d),
+            IngressMsg::Frame(args) => Ok(SerializedMessage::Cast {
+                variant: String::new(),
+                args,
+                metadata: None,
+            }),
+        }
     }
 
     fn deserialize(bytes: SerializedMessage) -> Result<Self, BoxedDowncastErr> {
-        wire::decode(bytes).map(IngressMsg::Wire)
+        wire::check_frame(bytes).map(IngressMsg::Frame)
     }
 }
 
@@ -332,20 +491,35 @@ impl Actor for Ingress {
     async fn handle(
         &self,
         _myself: ActorRef<IngressMsg>,
-        IngressMsg::Wire(msg): IngressMsg,
+        msg: IngressMsg,
         state: &mut IngressState,
     ) -> Result<(), ActorProcessingErr> {
+        let frame = match msg {
+            IngressMsg::Frame(frame) => frame,
+            // Given locally (not through ractor_cluster): read the same way.
+            IngressMsg::Wire(d) => match wire::encode_data(&d) {
+                Ok(SerializedMessage::Cast { args, .. }) => args,
+                _ => return Ok(()),
+            },
+        };
+        let data = match wire::read_data(&frame) {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(error = %e, len = frame.len(), "cluster_decode_failed");
+                return Ok(());
+            }
+        };
         let shared = &state.shared;
-        match msg {
-            Data::Forward {
+        match data {
+            DataRef::Forward {
                 from,
                 incarnation,
                 entries,
             } => {
-                let last = state
-                    .applied
-                    .entry(from.clone())
-                    .or_insert((incarnation, 0));
+                if !state.applied.contains_key(from) {
+                    state.applied.insert(from.to_owned(), (incarnation, 0));
+                }
+                let last = state.applied.get_mut(from).expect("inserted above");
                 if last.0 != incarnation {
                     *last = (incarnation, 0);
                 }
@@ -354,9 +528,14 @@ impl Actor for Ingress {
                 let mut applied = 0u64;
                 // Flow control across nodes, as for a local publisher: after
                 // a message that congested a local subscriber, wait for it
-                // (at most `max_publish_delay` per batch) before the next.
-                // The batch's acknowledgement waits with it, so the sender's
-                // window closes and its publishers pause on its valve.
+                // (at most `max_publish_delay` at a time) before the next.
+                // The frame's acknowledgement waits with it, so the sender's
+                // window closes and its publishers pause on its valve. Once
+                // `max_publish_delay` was spent waiting, what is applied is
+                // acknowledged (the sender sees progress, so its link does
+                // not count as stalled) and the wait budget starts again: a
+                // large frame gets as much waiting per message as a small
+                // one, as a publisher gets per read batch.
                 let limit = shared.ctx.config.max_publish_delay;
                 let mut paused = Duration::ZERO;
                 for (seq, bytes) in entries {
@@ -365,20 +544,20 @@ impl Actor for Ingress {
                         through = through.max(seq);
                         continue;
                     }
-                    match postcard::from_bytes::<Forwarded>(&bytes) {
-                        Ok(Forwarded::Normal(stored)) => {
+                    match postcard::from_bytes::<ForwardedRef>(bytes) {
+                        Ok(ForwardedRef::Normal(stored)) => {
                             let msg = Arc::new(stored.into_message(now, now_ms));
                             let out = dispatch_from_peer(&shared.ctx, msg);
                             paused += wait_congested(out, limit.saturating_sub(paused)).await;
                             applied += 1;
                         }
-                        Ok(Forwarded::Shared {
+                        Ok(ForwardedRef::Shared {
                             group,
                             filter,
                             message,
                         }) => {
                             let msg = Arc::new(message.into_message(now, now_ms));
-                            let out = dispatch_shared_from_peer(&shared.ctx, msg, &group, &filter);
+                            let out = dispatch_shared_from_peer(&shared.ctx, msg, group, filter);
                             if out.delivered == 0 {
                                 Counters::inc(&shared.counters.shared_no_member);
                                 debug!(peer = %from, %group, %filter, "cluster_shared_member_gone");
@@ -393,19 +572,15 @@ impl Actor for Ingress {
                     }
                     through = through.max(seq);
                     last.1 = seq;
+                    if !limit.is_zero() && paused >= limit {
+                        send_ack(shared, from, incarnation, through);
+                        paused = Duration::ZERO;
+                    }
                 }
                 Counters::add(&shared.counters.received, applied);
-                let Some(remote) = shared.link(&from).and_then(|l| l.remote.read().clone()) else {
-                    return Ok(());
-                };
-                let ack = IngressMsg::Wire(Data::Ack {
-                    from: shared.settings.node_name.clone(),
-                    incarnation,
-                    through,
-                });
-                let _ = remote.cast(ack);
+                send_ack(shared, from, incarnation, through);
             }
-            Data::Ack {
+            DataRef::Ack {
                 from,
                 incarnation,
                 through,
@@ -413,23 +588,98 @@ impl Actor for Ingress {
                 if incarnation != shared.incarnation {
                     return Ok(());
                 }
-                if let Some(link) = shared.link(&from) {
+                if let Some(link) = shared.link(from) {
                     if let Err(e) = link.mailbox.ack(through) {
                         warn!(peer = %from, error = %e, "cluster_forward_ack_failed");
                     }
                     link.valve.progress();
                     link.update_valve();
-                    let _ = link
-                        .in_flight
-                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                            Some(n.saturating_sub(1))
-                        });
+                    {
+                        let mut frames = link.in_flight.lock();
+                        while frames.front().is_some_and(|last| *last <= through) {
+                            frames.pop_front();
+                        }
+                    }
                     if let Some(f) = shared.forwarder.read().clone() {
-                        let _ = f.cast(ForwarderMsg::Wake(from));
+                        let _ = f.cast(ForwarderMsg::Wake(from.to_owned()));
                     }
                 }
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use roost_protocol::packet::PublishProperties;
+    use roost_protocol::QoS;
+
+    fn message(topic: &str, publisher: &str, payload: &[u8], expiry: Option<u32>) -> Message {
+        let properties = PublishProperties {
+            payload_format_indicator: Some(1),
+            message_expiry_interval: expiry,
+            content_type: Some("text/plain".into()),
+            response_topic: Some("r/t".into()),
+            correlation_data: Some(Bytes::from_static(b"cd")),
+            user_properties: vec![("k".into(), "v".into()), ("k".into(), "w".into())],
+            ..PublishProperties::default()
+        };
+        let now = Instant::now();
+        Message {
+            topic: topic.into(),
+            payload: Bytes::copy_from_slice(payload),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            publisher: ClientId::new(publisher),
+            properties,
+            expires_at: expiry.map(|s| now + Duration::from_secs(u64::from(s))),
+        }
+    }
+
+    #[test]
+    fn forwarded_entries_read_in_place_equal_the_stored_message() {
+        let (now, now_ms) = (Instant::now(), unix_ms());
+        for m in [
+            message("a/b", "pub-1", b"hello", None),
+            message("a/\u{e9}", "", b"", Some(30)),
+            message("x", "p", &[0u8; 300], Some(0)),
+        ] {
+            let stored = StoredMessage::from_message(&m, now, now_ms);
+            let later = (now + Duration::from_millis(1500), now_ms + 1500);
+            let want = stored.clone().into_message(later.0, later.1);
+
+            let bytes = encode_entry(&Forwarded::Normal(stored.clone()), 8).unwrap();
+            let ForwardedRef::Normal(r) = postcard::from_bytes::<ForwardedRef>(&bytes).unwrap()
+            else {
+                panic!("not normal")
+            };
+            assert_eq!(r.into_message(later.0, later.1), want);
+
+            let shared = Forwarded::Shared {
+                group: "g".into(),
+                filter: "a/#".into(),
+                message: stored,
+            };
+            let bytes = encode_entry(&shared, 8).unwrap();
+            let ForwardedRef::Shared {
+                group,
+                filter,
+                message,
+            } = postcard::from_bytes::<ForwardedRef>(&bytes).unwrap()
+            else {
+                panic!("not shared")
+            };
+            assert_eq!((group, filter), ("g", "a/#"));
+            assert_eq!(message.into_message(later.0, later.1), want);
+        }
+    }
+
+    #[test]
+    fn a_message_without_expiry_is_stored_without_reading_the_clock() {
+        let m = message("t", "p", b"x", None);
+        let (now, now_ms) = (Instant::now(), unix_ms());
+        assert_eq!(stored(&m), StoredMessage::from_message(&m, now, now_ms));
     }
 }

@@ -36,9 +36,19 @@ pub struct ClusterSettings {
     /// Bytes queued per peer for forwarding (memory); past it the oldest
     /// are dropped and counted.
     pub forward_buffer: u64,
-    /// Messages per forward batch.
+    /// Messages taken from a peer's queue at once. With `forward_window`,
+    /// how many messages are in flight to a peer: 256 x 8. Four times as
+    /// many in flight (1024 x 8 or 256 x 32) was within the noise on
+    /// loopback, and its larger bursts overflowed subscriber inboxes on the
+    /// receiving node (QoS 0 drops) in 3 rounds of 6 (docs/BENCHMARKS.md,
+    /// "Cross-node throughput").
     pub forward_batch: usize,
-    /// Batches sent and not yet acknowledged, per peer.
+    /// Bytes (encoded messages) per forward frame at most: a batch larger
+    /// than this goes as several frames, each acknowledged. One message
+    /// larger than this goes alone. Far under ractor_cluster's 16 MiB frame
+    /// limit, which a peer enforces by closing the link.
+    pub forward_batch_bytes: usize,
+    /// Frames sent and not yet acknowledged, per peer.
     pub forward_window: usize,
 }
 
@@ -60,6 +70,7 @@ impl ClusterSettings {
             reconnect_max: Duration::from_secs(2),
             forward_buffer: 64 << 20,
             forward_batch: 256,
+            forward_batch_bytes: 256 << 10,
             forward_window: 8,
         }
     }

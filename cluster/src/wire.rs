@@ -10,6 +10,7 @@
 //! Node names, not ractor_cluster's node ids, identify the sender: node ids
 //! are per-connection counters that a restarted peer reuses.
 
+use bytes::Bytes;
 use ractor::message::BoxedDowncastErr;
 use ractor::message::SerializedMessage;
 use serde::{Deserialize, Serialize};
@@ -20,7 +21,12 @@ pub const CONTROL_GROUP: &str = "roost.cluster.control";
 pub const DATA_GROUP: &str = "roost.cluster.data";
 
 /// Bumped on an incompatible change of [`Control`] or [`Data`].
-pub const WIRE_VERSION: u8 = 1;
+///
+/// 2: a forwarded entry is a postcard byte string (length, then the bytes)
+/// instead of a sequence of `u8`s, and the receiver reads entries in place
+/// ([`DataRef`]). The bytes on the wire happen to be the same as version
+/// 1's, but the version marks the change of declared types.
+pub const WIRE_VERSION: u8 = 2;
 
 /// Membership, heartbeat and route replication.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -95,10 +101,15 @@ pub enum Data {
     Forward {
         from: String,
         incarnation: u64,
-        /// (seq, `StoredMessage` encoded with postcard).
-        entries: Vec<(u64, Vec<u8>)>,
+        /// (seq, `forward::Forwarded` encoded with postcard): the forward
+        /// queue's own bytes, shared, never copied until the frame is
+        /// written.
+        entries: Vec<(u64, Bytes)>,
     },
-    /// Everything up to `through` of the receiver's queue to `from` arrived.
+    /// Everything up to `through` of the receiver's queue to `from` arrived
+    /// (and was published there). Cumulative; sent after each `Forward`, and
+    /// also in the middle of one whose publication waited a long time for
+    /// congested subscribers.
     Ack {
         from: String,
         incarnation: u64,
@@ -106,19 +117,95 @@ pub enum Data {
     },
 }
 
+/// [`Data`] as the ingress reads it: borrowed from the received frame, so
+/// a batch costs one allocation (the entry list), not one per entry.
+/// Declared like [`Data`], variant for variant and field for field.
+#[derive(Debug, PartialEq, Deserialize)]
+pub enum DataRef<'a> {
+    Forward {
+        from: &'a str,
+        incarnation: u64,
+        #[serde(borrow)]
+        entries: Vec<(u64, &'a [u8])>,
+    },
+    Ack {
+        from: &'a str,
+        incarnation: u64,
+        through: u64,
+    },
+}
+
+impl Data {
+    /// Bytes of the encoded message, or a little more (sizes the buffer
+    /// once: no regrowth and copy while a batch is encoded).
+    pub fn encoded_len_hint(&self) -> usize {
+        match self {
+            Data::Forward { from, entries, .. } => {
+                // A varint is at most 10 bytes (u64), a length 5 (u32).
+                let body: usize = entries.iter().map(|(_, e)| e.len() + 15).sum();
+                16 + from.len() + 15 + body
+            }
+            Data::Ack { from, .. } => 32 + from.len(),
+        }
+    }
+}
+
 /// Encode a wire message for ractor_cluster.
 pub fn encode<T: Serialize>(msg: &T) -> Result<SerializedMessage, BoxedDowncastErr> {
-    let mut args = vec![WIRE_VERSION];
-    let body = postcard::to_stdvec(msg).map_err(|e| {
+    encode_sized(msg, 64)
+}
+
+/// [`encode`] into a buffer of `capacity` bytes first (the version byte and
+/// the body in one buffer, written once).
+pub fn encode_sized<T: Serialize>(
+    msg: &T,
+    capacity: usize,
+) -> Result<SerializedMessage, BoxedDowncastErr> {
+    let mut buf = Vec::with_capacity(capacity.max(1));
+    buf.push(WIRE_VERSION);
+    let args = postcard::to_extend(msg, buf).map_err(|e| {
         tracing::error!(error = %e, "cluster_encode_failed");
         BoxedDowncastErr
     })?;
-    args.extend_from_slice(&body);
     Ok(SerializedMessage::Cast {
         variant: String::new(),
         args,
         metadata: None,
     })
+}
+
+/// Encode a [`Data`] (the buffer sized from the batch).
+pub fn encode_data(msg: &Data) -> Result<SerializedMessage, BoxedDowncastErr> {
+    encode_sized(msg, msg.encoded_len_hint())
+}
+
+/// A frame from a peer whose version is ours, kept whole (version byte
+/// included) to be read in place with [`read_data`].
+pub fn check_frame(msg: SerializedMessage) -> Result<Vec<u8>, BoxedDowncastErr> {
+    let SerializedMessage::Cast { args, .. } = msg else {
+        tracing::warn!("cluster_unexpected_call: peers only cast to cluster actors");
+        return Err(BoxedDowncastErr);
+    };
+    match args.first() {
+        Some(&WIRE_VERSION) => Ok(args),
+        Some(v) => {
+            tracing::warn!(
+                version = v,
+                ours = WIRE_VERSION,
+                "cluster_wire_version_mismatch: a peer runs an incompatible Roost"
+            );
+            Err(BoxedDowncastErr)
+        }
+        None => Err(BoxedDowncastErr),
+    }
+}
+
+/// Read a frame [`check_frame`] accepted.
+pub fn read_data(frame: &[u8]) -> Result<DataRef<'_>, postcard::Error> {
+    match frame.split_first() {
+        Some((&WIRE_VERSION, body)) => postcard::from_bytes(body),
+        _ => Err(postcard::Error::DeserializeBadEncoding),
+    }
 }
 
 /// Decode a wire message from a peer. Anything unexpected is logged and
@@ -176,10 +263,68 @@ mod tests {
         let d = Data::Forward {
             from: "a@h".into(),
             incarnation: 1,
-            entries: vec![(1, vec![1, 2, 3])],
+            entries: vec![(1, Bytes::from_static(&[1, 2, 3])), (9, Bytes::new())],
         };
         let back: Data = decode(encode(&d).unwrap()).unwrap();
         assert_eq!(back, d);
+    }
+
+    #[test]
+    fn data_is_read_in_place_and_the_size_hint_holds() {
+        let payload = Bytes::from(vec![7u8; 300]);
+        let d = Data::Forward {
+            from: "a@h".into(),
+            incarnation: u64::MAX,
+            entries: (0..100).map(|i| (u64::MAX - i, payload.clone())).collect(),
+        };
+        let SerializedMessage::Cast { args, .. } = encode_data(&d).unwrap() else {
+            unreachable!()
+        };
+        assert!(args.len() <= d.encoded_len_hint(), "{}", args.len());
+        let frame = check_frame(SerializedMessage::Cast {
+            variant: String::new(),
+            args,
+            metadata: None,
+        })
+        .unwrap();
+        let DataRef::Forward {
+            from,
+            incarnation,
+            entries,
+        } = read_data(&frame).unwrap()
+        else {
+            panic!("not a forward")
+        };
+        assert_eq!((from, incarnation, entries.len()), ("a@h", u64::MAX, 100));
+        assert!(entries
+            .iter()
+            .enumerate()
+            .all(|(i, (seq, e))| *seq == u64::MAX - i as u64 && *e == &payload[..]));
+        let ack = Data::Ack {
+            from: "b@h".into(),
+            incarnation: 3,
+            through: 42,
+        };
+        let SerializedMessage::Cast { args, .. } = encode_data(&ack).unwrap() else {
+            unreachable!()
+        };
+        assert_eq!(
+            read_data(&args).unwrap(),
+            DataRef::Ack {
+                from: "b@h",
+                incarnation: 3,
+                through: 42
+            }
+        );
+        let mut other = args.clone();
+        other[0] = WIRE_VERSION - 1;
+        assert!(read_data(&other).is_err());
+        assert!(check_frame(SerializedMessage::Cast {
+            variant: String::new(),
+            args: other,
+            metadata: None,
+        })
+        .is_err());
     }
 
     #[test]
