@@ -165,8 +165,13 @@ pub struct ClusterConfig {
     pub heartbeat_timeout: HumanDuration,
     pub connect_timeout: HumanDuration,
     pub reconnect_max: HumanDuration,
-    /// Bytes queued in memory per peer for forwarding.
+    /// Bytes queued per peer for forwarding; past it the oldest are
+    /// dropped and counted.
     pub forward_buffer: ByteSize,
+    /// `durable`: a peer's forward queue is in the store (written before the
+    /// publisher's PUBACK, read back after a restart of this node);
+    /// `memory`: lost with this node.
+    pub forward_queue: String,
 }
 
 impl Default for ClusterConfig {
@@ -186,6 +191,7 @@ impl Default for ClusterConfig {
             connect_timeout: HumanDuration::from_secs(3),
             reconnect_max: HumanDuration::from_secs(2),
             forward_buffer: ByteSize::bytes(64 << 20),
+            forward_queue: "durable".to_owned(),
         }
     }
 }

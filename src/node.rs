@@ -264,6 +264,7 @@ pub fn cluster_settings(config: &Config) -> anyhow::Result<roost_cluster::Cluste
     s.connect_timeout = c.connect_timeout.as_duration();
     s.reconnect_max = c.reconnect_max.as_duration();
     s.forward_buffer = c.forward_buffer.as_u64();
+    s.forward_durable = c.forward_queue == "durable";
     Ok(s)
 }
 

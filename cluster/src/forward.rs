@@ -63,14 +63,26 @@ pub struct PeerLink {
 }
 
 impl PeerLink {
-    pub fn new(peer: &str, forward_buffer: u64) -> Result<PeerLink, String> {
+    /// The link to `peer`, its queue bounded by `forward_buffer` bytes:
+    /// in `durable` storage (every entry committed before the publisher is
+    /// acknowledged, the oldest `forward_buffer / 4` cached in memory; what
+    /// a previous run left is sent first), or in memory only.
+    pub fn new(
+        peer: &str,
+        forward_buffer: u64,
+        durable: Option<roost_storage::Storage>,
+    ) -> Result<PeerLink, String> {
+        let (mode, memory_bytes) = match durable {
+            Some(_) => (OverflowMode::Durable, (forward_buffer / 4).max(64 << 10)),
+            None => (OverflowMode::Memory, forward_buffer),
+        };
         let config = OverflowConfig {
-            mode: OverflowMode::Memory,
-            memory_bytes: forward_buffer,
+            mode,
+            memory_bytes: memory_bytes.min(forward_buffer),
             max_bytes: forward_buffer,
             request_ttl: None,
         };
-        let mailbox = OverflowMailbox::open(&sink_name(peer), config, None, Box::new(|| {}))
+        let mailbox = OverflowMailbox::open(&sink_name(peer), config, durable, Box::new(|| {}))
             .map_err(|e| e.to_string())?;
         let high = (forward_buffer / 16).max(64 << 10);
         Ok(PeerLink {
@@ -199,8 +211,8 @@ fn entry_hint(msg: &Message) -> usize {
 
 impl PeerSink {
     fn push(&self, bytes: Bytes) {
-        // A peer's mailbox is memory-only without `request_ttl`: the push
-        // time is never read, so it is not taken from the clock.
+        // A peer's mailbox has no `request_ttl`: the push time is never
+        // read, so it is not taken from the clock.
         if let PushOutcome::Dropped(reason) = self.link.mailbox.push_at(bytes, 0) {
             debug!(peer = %self.link.peer, ?reason, "cluster_forward_dropped");
         }

@@ -911,7 +911,12 @@ impl State {
         if self.shared.links.read().contains_key(peer) {
             return;
         }
-        match PeerLink::new(peer, self.settings().forward_buffer) {
+        let durable = self
+            .shared
+            .storage
+            .clone()
+            .filter(|_| self.settings().forward_durable);
+        match PeerLink::new(peer, self.settings().forward_buffer, durable) {
             Ok(link) => {
                 let link = Arc::new(link);
                 if let Some(f) = self.shared.forwarder.read().clone() {
@@ -1211,9 +1216,10 @@ impl State {
         self.shared.ctx.routes.clear_remote_shared(&sink);
         self.shared.ctx.routes.set_broadcast(&sink, None);
         if let Some(link) = self.shared.links.write().remove(name) {
-            let dropped = link.mailbox.len();
-            if dropped > 0 {
-                warn!(peer = %name, dropped, "cluster_forward_queue_discarded");
+            match link.mailbox.discard() {
+                Ok(0) => {}
+                Ok(dropped) => warn!(peer = %name, dropped, "cluster_forward_queue_discarded"),
+                Err(e) => warn!(peer = %name, error = %e, "cluster_forward_queue_discard_failed"),
             }
         }
         if let Some(storage) = &self.shared.storage {

@@ -50,6 +50,9 @@ pub struct ClusterSettings {
     pub forward_batch_bytes: usize,
     /// Frames sent and not yet acknowledged, per peer.
     pub forward_window: usize,
+    /// Peers' forward queues in the store (`cluster.forward_queue =
+    /// "durable"`) rather than in memory only.
+    pub forward_durable: bool,
 }
 
 impl ClusterSettings {
@@ -72,6 +75,7 @@ impl ClusterSettings {
             forward_batch: 256,
             forward_batch_bytes: 256 << 10,
             forward_window: 8,
+            forward_durable: true,
         }
     }
 }

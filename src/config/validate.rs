@@ -235,6 +235,12 @@ pub(super) fn cluster(c: &ClusterConfig, out: &mut Vec<ConfigProblem>) {
             "must be at least 64KiB",
         ));
     }
+    if !matches!(c.forward_queue.as_str(), "durable" | "memory") {
+        out.push(ConfigProblem::invalid(
+            "cluster.forward_queue",
+            "must be \"durable\" or \"memory\"",
+        ));
+    }
 }
 
 /// The discovery settings of `c`, parsed.

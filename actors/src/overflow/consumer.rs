@@ -247,6 +247,27 @@ impl OverflowMailbox {
         self.note_backlog(st);
     }
 
+    /// The consumer is gone for good (a cluster member removed): drop
+    /// everything, queued and taken, from memory and from the store.
+    /// Returns how many entries went (not counted as drops).
+    pub fn discard(&self) -> Result<u64, OverflowError> {
+        let mut st = self.state.lock();
+        let n = st.mem.len() as u64 + st.disk_len + st.window.len() as u64;
+        if self.storage.is_some() {
+            let mut batch = Batch::new();
+            batch.queue_clear(&self.name);
+            self.commit(batch).map_err(|e| self.failed(e))?;
+        }
+        let next = st.next_seq;
+        *st = State {
+            next_seq: next,
+            cursor: next,
+            ..State::default()
+        };
+        self.note_backlog(&st);
+        Ok(n)
+    }
+
     /// Queued entries (memory and disk-only), not counting the window.
     pub fn len(&self) -> u64 {
         let st = self.state.lock();
