@@ -760,7 +760,10 @@ impl State {
         if !was_up {
             info!(peer = %h.from, address = %h.advertise, new, "cluster_peer_up");
         }
-        let send_retained = !was_up;
+        // Only the node running longer sends its retained messages: a node
+        // that was away may hold some the others deleted or replaced
+        // meanwhile, and must not spread them (see `takeover::send_retained`).
+        let send_retained = !was_up && self.shared.incarnation <= h.incarnation;
         if h.want_reply {
             self.send_hello(node_id, false);
         }

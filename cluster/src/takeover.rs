@@ -79,11 +79,14 @@ pub enum TakeoverWire {
 /// Retained messages per `Retained` message.
 const RETAINED_CHUNK: usize = 500;
 
-/// Send this node's retained messages to `peer` (its link just came up),
-/// in chunks, off the caller's actor. A node that joins later, or was away,
-/// gets what was retained meanwhile; a topic it already has keeps its
-/// message (deletions and replacements made while it was away are not
-/// reconciled: there is no timestamp to order them).
+/// Send this node's retained messages to `peer` (its link just came up,
+/// and this node has been running longer: the membership only calls it
+/// then), in chunks, off the caller's actor. A node that joins later, or
+/// was away, gets what was retained meanwhile; a topic it already has
+/// keeps its message. A node that was away never sends its own: what it
+/// kept may have been deleted or replaced elsewhere meanwhile, and would
+/// come back. Its own stale copies stay local (there is no timestamp to
+/// order them yet).
 pub fn send_retained(shared: &Arc<ClusterShared>, peer: &str) {
     let shared = shared.clone();
     let peer = peer.to_owned();
