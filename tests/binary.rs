@@ -9,12 +9,12 @@
 mod common;
 
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{publish, temp_data_dir, Raw, QUIET};
+use common::{free_port, publish, temp_data_dir, Raw, QUIET};
 use roost_protocol::packet::{reason, Packet, ProtocolVersion, QoS};
 
 const BIN: &str = env!("CARGO_BIN_EXE_roost");
@@ -27,14 +27,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn start_command(args: &[&str], env: &[(&str, &str)]) -> Command {

@@ -111,11 +111,6 @@ impl Drop for Mosquitto {
     }
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 fn bridge(name: &str, port: u16, buffer: BridgeBufferConfig) -> BridgeConfig {
     BridgeConfig {
         name: name.into(),

@@ -24,6 +24,27 @@ use tokio::net::TcpStream;
 pub const WAIT: Duration = Duration::from_secs(5);
 
 /// A unique, empty data directory under the system temp dir.
+/// A loopback port nothing listens on now, never handed out before by this
+/// test process: a port bound and released can come back at once, and two
+/// tests running in parallel (or one node's two listeners) would then share
+/// it, one of them talking to the other's server.
+#[allow(dead_code)] // not every test binary uses it
+pub fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+}
+
 pub fn temp_data_dir() -> PathBuf {
     static N: AtomicU64 = AtomicU64::new(0);
     let dir = std::env::temp_dir().join(format!(
