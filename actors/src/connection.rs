@@ -377,15 +377,7 @@ impl ConnectionState {
         if limit.is_zero() {
             return Duration::ZERO;
         }
-        let start = Instant::now();
-        for c in congested {
-            let left = limit.saturating_sub(start.elapsed());
-            if left.is_zero() {
-                break;
-            }
-            c.wait_relieved(left).await;
-        }
-        let waited = start.elapsed();
+        let waited = Congested::wait_all(congested, limit).await;
         Counters::inc(&self.ctx.counters.publisher_pauses);
         Counters::add(
             &self.ctx.counters.publisher_paused_us,

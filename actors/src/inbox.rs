@@ -169,23 +169,9 @@ impl Inbox {
     /// Wait until the backlog is under the low watermark, the session
     /// stalls, or `limit` passes. Returns how long it waited.
     pub async fn wait_relieved(&self, limit: Duration) -> Duration {
-        let start = Instant::now();
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let notified = self.relieved.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.backlog() < self.low_watermark || self.stalled() {
-                return start.elapsed();
-            }
-            // Re-check the stall clock at least every STALL_AFTER.
-            let step = (tokio::time::Instant::now() + STALL_AFTER).min(deadline);
-            if tokio::time::timeout_at(step, notified).await.is_err()
-                && tokio::time::Instant::now() >= deadline
-            {
-                return start.elapsed();
-            }
-        }
+        // Re-checked at least every STALL_AFTER: the stall clock moves.
+        let done = || self.backlog() < self.low_watermark || self.stalled();
+        crate::valve::wait_until(&self.relieved, STALL_AFTER, limit, done).await
     }
 
     /// Queue a delivery; false if it was dropped because the inbox is full.

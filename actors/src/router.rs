@@ -94,6 +94,23 @@ impl Congested {
             Congested::Sink(valve) => valve.wait_relieved(limit).await,
         }
     }
+
+    /// Wait for each of `congested` in turn, `limit` for all of them (a
+    /// publisher's pause). Returns how long it waited.
+    pub async fn wait_all(congested: Vec<Congested>, limit: Duration) -> Duration {
+        if congested.is_empty() || limit.is_zero() {
+            return Duration::ZERO;
+        }
+        let start = std::time::Instant::now();
+        for c in congested {
+            let left = limit.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            c.wait_relieved(left).await;
+        }
+        start.elapsed()
+    }
 }
 
 /// A remote node as a member of a shared group: (group, sink name).

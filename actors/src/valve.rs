@@ -94,22 +94,34 @@ impl Valve {
     /// Wait until the backlog is under the low watermark, the consumer
     /// closes or stalls, or `limit` passes. Returns how long it waited.
     pub async fn wait_relieved(&self, limit: Duration) -> Duration {
-        let start = Instant::now();
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let notified = self.relieved.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.level() < self.low || !self.flowing() {
-                return start.elapsed();
-            }
-            // Re-check the stall clock at least every STALL_AFTER / 4.
-            let step = (tokio::time::Instant::now() + STALL_AFTER / 4).min(deadline);
-            if tokio::time::timeout_at(step, notified).await.is_err()
-                && tokio::time::Instant::now() >= deadline
-            {
-                return start.elapsed();
-            }
+        let done = || self.level() < self.low || !self.flowing();
+        wait_until(&self.relieved, STALL_AFTER / 4, limit, done).await
+    }
+}
+
+/// Wait until `done()` holds: checked at every notification of `notify`
+/// and at least every `recheck` (for conditions that change with the
+/// clock, a stall), for at most `limit`. Returns how long it waited.
+pub async fn wait_until(
+    notify: &Notify,
+    recheck: Duration,
+    limit: Duration,
+    done: impl Fn() -> bool,
+) -> Duration {
+    let start = Instant::now();
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if done() {
+            return start.elapsed();
+        }
+        let step = (tokio::time::Instant::now() + recheck).min(deadline);
+        if tokio::time::timeout_at(step, notified).await.is_err()
+            && tokio::time::Instant::now() >= deadline
+        {
+            return start.elapsed();
         }
     }
 }

@@ -25,7 +25,7 @@ use ractor::message::SerializedMessage;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use roost_actors::broker::{dispatch_from_peer, dispatch_shared_from_peer, unix_ms, Counters};
 use roost_actors::overflow::{OverflowConfig, OverflowMailbox, OverflowMode, PushOutcome};
-use roost_actors::router::{RouteOutcome, RouteSink};
+use roost_actors::router::{Congested, RouteSink};
 use roost_actors::valve::Valve;
 use roost_protocol::{ClientId, Message};
 use roost_storage::{ForwardedProperties, StoredMessage, StoredQos};
@@ -410,22 +410,6 @@ fn pump(shared: &ClusterShared, link: &Arc<PeerLink>) {
     }
 }
 
-/// Wait (at most `limit`) for the local subscribers `out` congested.
-async fn wait_congested(out: RouteOutcome, limit: Duration) -> Duration {
-    if out.congested.is_empty() || limit.is_zero() {
-        return Duration::ZERO;
-    }
-    let start = Instant::now();
-    for c in out.congested {
-        let left = limit.saturating_sub(start.elapsed());
-        if left.is_zero() {
-            break;
-        }
-        c.wait_relieved(left).await;
-    }
-    start.elapsed()
-}
-
 /// Acknowledge to `peer` everything of its queue up to `through`.
 fn send_ack(shared: &ClusterShared, peer: &str, incarnation: u64, through: u64) {
     let Some(remote) = shared.link(peer).and_then(|l| l.remote.read().clone()) else {
@@ -560,7 +544,9 @@ impl Actor for Ingress {
                         Ok(ForwardedRef::Normal(stored)) => {
                             let msg = Arc::new(stored.into_message(now, now_ms));
                             let out = dispatch_from_peer(&shared.ctx, msg);
-                            paused += wait_congested(out, limit.saturating_sub(paused)).await;
+                            paused +=
+                                Congested::wait_all(out.congested, limit.saturating_sub(paused))
+                                    .await;
                             applied += 1;
                         }
                         Ok(ForwardedRef::Shared {
@@ -574,7 +560,9 @@ impl Actor for Ingress {
                                 Counters::inc(&shared.counters.shared_no_member);
                                 debug!(peer = %from, %group, %filter, "cluster_shared_member_gone");
                             }
-                            paused += wait_congested(out, limit.saturating_sub(paused)).await;
+                            paused +=
+                                Congested::wait_all(out.congested, limit.saturating_sub(paused))
+                                    .await;
                             applied += 1;
                         }
                         Err(e) => {

@@ -211,25 +211,11 @@ pub fn read_data(frame: &[u8]) -> Result<DataRef<'_>, postcard::Error> {
 /// Decode a wire message from a peer. Anything unexpected is logged and
 /// dropped (ractor drops a message whose decoding fails).
 pub fn decode<T: for<'de> Deserialize<'de>>(msg: SerializedMessage) -> Result<T, BoxedDowncastErr> {
-    let SerializedMessage::Cast { args, .. } = msg else {
-        tracing::warn!("cluster_unexpected_call: peers only cast to cluster actors");
-        return Err(BoxedDowncastErr);
-    };
-    match args.split_first() {
-        Some((&WIRE_VERSION, body)) => postcard::from_bytes(body).map_err(|e| {
-            tracing::warn!(error = %e, "cluster_decode_failed");
-            BoxedDowncastErr
-        }),
-        Some((v, _)) => {
-            tracing::warn!(
-                version = v,
-                ours = WIRE_VERSION,
-                "cluster_wire_version_mismatch: a peer runs an incompatible Roost"
-            );
-            Err(BoxedDowncastErr)
-        }
-        None => Err(BoxedDowncastErr),
-    }
+    let frame = check_frame(msg)?;
+    postcard::from_bytes(&frame[1..]).map_err(|e| {
+        tracing::warn!(error = %e, "cluster_decode_failed");
+        BoxedDowncastErr
+    })
 }
 
 #[cfg(test)]
