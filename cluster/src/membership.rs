@@ -552,14 +552,8 @@ impl State {
     }
 
     /// The remote actor of `group` on the node behind session `node_id`.
-    fn remote_member(group: &str, node_id: u64) -> Option<ActorCell> {
-        ractor::pg::get_members(&group.to_string())
-            .into_iter()
-            .find(|c| !c.get_id().is_local() && c.get_id().node() == node_id)
-    }
-
     fn send_hello(&self, node_id: u64, want_reply: bool) {
-        let Some(control) = Self::remote_member(wire::CONTROL_GROUP, node_id) else {
+        let Some(control) = wire::remote_member(wire::CONTROL_GROUP, node_id) else {
             warn!(
                 node_id,
                 "cluster_peer_without_membership_actor: is it a Roost node?"
@@ -681,7 +675,7 @@ impl State {
             self.early_hellos.insert(h.from.clone(), h);
             return;
         };
-        let Some(control) = Self::remote_member(wire::CONTROL_GROUP, node_id) else {
+        let Some(control) = wire::remote_member(wire::CONTROL_GROUP, node_id) else {
             return;
         };
         let control: ActorRef<MembershipMsg> = control.into();
@@ -769,7 +763,7 @@ impl State {
         }
         self.persist_member(&h.from);
         self.ensure_link(&h.from);
-        if let Some(data) = Self::remote_member(wire::DATA_GROUP, node_id) {
+        if let Some(data) = wire::remote_member(wire::DATA_GROUP, node_id) {
             if let Some(f) = self.shared.forwarder.read().clone() {
                 let _ = f.cast(ForwarderMsg::Up(h.from.clone(), data.into()));
             }

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use ractor::message::{BoxedDowncastErr, SerializedMessage};
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 use roost_actors::broker::Counters;
 use roost_actors::registry::{RegistryMsg, RemoteSessions, TakeOverFuture};
 use roost_actors::session::handover::{HandOverOutcome, SessionHandover};
@@ -168,55 +168,34 @@ pub struct RemoteClients {
     pub silent: Vec<String>,
 }
 
-struct ListPending {
-    waiting: HashSet<String>,
-    rows: Vec<(String, ClientRow)>,
-    done: Option<oneshot::Sender<()>>,
-}
-
 /// Longest a cluster-wide listing waits for its peers.
 const LIST_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The sessions of every up peer (not this node's), whose client id
 /// contains `pattern`.
 pub async fn remote_clients(shared: &Arc<ClusterShared>, pattern: Option<String>) -> RemoteClients {
-    let peers = up_peers(shared);
-    if peers.is_empty() {
-        return RemoteClients::default();
-    }
-    let t = &shared.takeovers;
-    let id = t.next_id.fetch_add(1, Ordering::Relaxed);
-    let (tx, rx) = oneshot::channel();
-    t.lists.lock().insert(
-        id,
-        ListPending {
-            waiting: peers.iter().map(|(n, _)| n.clone()).collect(),
-            rows: Vec::new(),
-            done: Some(tx),
-        },
-    );
-    for (peer, actor) in &peers {
-        let req = TakeoverWire::ListClients {
+    let me = shared.settings.node_name.clone();
+    let asked = ask_all(shared, &shared.takeovers.lists, LIST_TIMEOUT, |id| {
+        TakeoverWire::ListClients {
             id,
-            from: shared.settings.node_name.clone(),
+            from: me.clone(),
             pattern: pattern.clone(),
-        };
-        if actor.cast(TakeoverMsg::Wire(req)).is_err() {
-            t.listed(id, peer, Vec::new());
         }
+    })
+    .await;
+    if !asked.silent.is_empty() {
+        warn!(peers = ?asked.silent, "cluster_clients_list_incomplete");
     }
-    let _ = tokio::time::timeout(LIST_TIMEOUT, rx).await;
-    let Some(p) = t.lists.lock().remove(&id) else {
-        return RemoteClients::default();
-    };
-    let mut silent: Vec<String> = p.waiting.into_iter().collect();
-    silent.sort();
-    if !silent.is_empty() {
-        warn!(peers = ?silent, "cluster_clients_list_incomplete");
-    }
-    let mut clients = p.rows;
+    let mut clients: Vec<(String, ClientRow)> = asked
+        .answers
+        .into_iter()
+        .flat_map(|(node, rows)| rows.into_iter().map(move |r| (node.clone(), r)))
+        .collect();
     clients.sort_by(|a, b| (&a.0, &a.1.client_id).cmp(&(&b.0, &b.1.client_id)));
-    RemoteClients { clients, silent }
+    RemoteClients {
+        clients,
+        silent: asked.silent,
+    }
 }
 
 /// Up peers with their takeover actor.
@@ -253,19 +232,142 @@ impl ractor::Message for TakeoverMsg {
     }
 }
 
-/// One connect waiting for its peers.
-struct Pending {
+/// Requests of one kind sent to every up peer, each waiting for their
+/// answers: a connect's takeover, a cluster-wide listing.
+struct Gatherings<T> {
+    pending: Mutex<HashMap<u64, Gathering<T>>>,
+}
+
+struct Gathering<T> {
     waiting: HashSet<String>,
-    moved: Option<Box<SessionHandover>>,
-    done: Option<oneshot::Sender<Option<Box<SessionHandover>>>>,
+    answers: Vec<(String, T)>,
+    /// Fired when nobody is left to wait for.
+    done: Option<oneshot::Sender<()>>,
+}
+
+/// What a gathering got: answers by peer, and the peers that stayed silent.
+struct Gathered<T> {
+    answers: Vec<(String, T)>,
+    silent: Vec<String>,
+}
+
+impl<T> Default for Gatherings<T> {
+    fn default() -> Self {
+        Gatherings {
+            pending: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<T> Gatherings<T> {
+    /// `from` answered request `id`; the answer back if nobody waits for it
+    /// any more (it came too late).
+    fn answer(&self, id: u64, from: &str, answer: T) -> Result<(), T> {
+        let mut pending = self.pending.lock();
+        let Some(g) = pending.get_mut(&id) else {
+            return Err(answer);
+        };
+        if !g.waiting.remove(from) {
+            return Err(answer);
+        }
+        g.answers.push((from.to_owned(), answer));
+        Self::fire_if_done(g);
+        Ok(())
+    }
+
+    /// Stop waiting for `peers` (unreachable, or gone down).
+    fn forget(&self, id: u64, peers: &[String]) {
+        if let Some(g) = self.pending.lock().get_mut(&id) {
+            for p in peers {
+                g.waiting.remove(p);
+            }
+            Self::fire_if_done(g);
+        }
+    }
+
+    fn fire_if_done(g: &mut Gathering<T>) {
+        if g.waiting.is_empty() {
+            if let Some(tx) = g.done.take() {
+                let _ = tx.send(());
+            }
+        }
+    }
+
+    fn waiting(&self, id: u64) -> Vec<String> {
+        self.pending
+            .lock()
+            .get(&id)
+            .map_or(Vec::new(), |g| g.waiting.iter().cloned().collect())
+    }
+}
+
+/// Send `request(id)` to every up peer's takeover actor and gather their
+/// answers in `gatherings`: until all answered, for at most `limit`. A peer
+/// that goes down meanwhile counts as answered with nothing (what it holds
+/// is out of reach).
+async fn ask_all<T>(
+    shared: &ClusterShared,
+    gatherings: &Gatherings<T>,
+    limit: Duration,
+    request: impl Fn(u64) -> TakeoverWire,
+) -> Gathered<T> {
+    let peers = up_peers(shared);
+    if peers.is_empty() {
+        return Gathered {
+            answers: Vec::new(),
+            silent: Vec::new(),
+        };
+    }
+    let id = shared.takeovers.next_id.fetch_add(1, Ordering::Relaxed);
+    let (tx, mut rx) = oneshot::channel();
+    gatherings.pending.lock().insert(
+        id,
+        Gathering {
+            waiting: peers.iter().map(|(n, _)| n.clone()).collect(),
+            answers: Vec::new(),
+            done: Some(tx),
+        },
+    );
+    for (peer, actor) in &peers {
+        if actor.cast(TakeoverMsg::Wire(request(id))).is_err() {
+            gatherings.forget(id, std::slice::from_ref(peer));
+        }
+    }
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let step = (tokio::time::Instant::now() + Duration::from_millis(200)).min(deadline);
+        match tokio::time::timeout_at(step, &mut rx).await {
+            Ok(_) => break,
+            Err(_) if tokio::time::Instant::now() >= deadline => break,
+            Err(_) => {
+                let down: Vec<String> = gatherings
+                    .waiting(id)
+                    .into_iter()
+                    .filter(|n| !shared.link(n).is_some_and(|l| l.up.load(Ordering::Acquire)))
+                    .collect();
+                gatherings.forget(id, &down);
+            }
+        }
+    }
+    let g = gatherings
+        .pending
+        .lock()
+        .remove(&id)
+        .expect("inserted above");
+    let mut silent: Vec<String> = g.waiting.into_iter().collect();
+    silent.sort();
+    Gathered {
+        answers: g.answers,
+        silent,
+    }
 }
 
 /// The takeovers in progress on this node.
 #[derive(Default)]
 pub struct Takeovers {
     next_id: AtomicU64,
-    pending: Mutex<HashMap<u64, Pending>>,
-    lists: Mutex<HashMap<u64, ListPending>>,
+    takeovers: Gatherings<HandOverOutcome>,
+    lists: Gatherings<Vec<ClientRow>>,
     /// Sessions that moved here from a peer, and from here to a peer.
     pub moved_in: AtomicU64,
     pub moved_out: AtomicU64,
@@ -275,63 +377,11 @@ pub struct Takeovers {
     pub retained_added: AtomicU64,
 }
 
-impl Takeovers {
-    /// A peer answered listing `id`.
-    fn listed(&self, id: u64, from: &str, rows: Vec<ClientRow>) {
-        let mut lists = self.lists.lock();
-        let Some(p) = lists.get_mut(&id) else {
-            return;
-        };
-        if !p.waiting.remove(from) {
-            return;
-        }
-        p.rows
-            .extend(rows.into_iter().map(|r| (from.to_owned(), r)));
-        if p.waiting.is_empty() {
-            if let Some(tx) = p.done.take() {
-                let _ = tx.send(());
-            }
-        }
-    }
-
-    /// A peer answered request `id`.
-    fn answered(&self, id: u64, from: &str, outcome: HandOverOutcome) {
-        let mut pending = self.pending.lock();
-        let Some(p) = pending.get_mut(&id) else {
-            // Too late: the connect went on without it. A session that
-            // moved anyway is lost with this answer: say so.
-            if let HandOverOutcome::Moved(h) = outcome {
-                warn!(peer = %from, messages = h.messages.len(), "cluster_takeover_late_session_dropped");
-            }
-            return;
-        };
-        p.waiting.remove(from);
-        if let HandOverOutcome::Moved(h) = outcome {
-            if p.moved.is_some() {
-                // Two nodes held the client (after a partition): the first
-                // answer wins, the other is logged.
-                warn!(peer = %from, messages = h.messages.len(), "cluster_takeover_second_session_dropped");
-            } else {
-                p.moved = Some(h);
-            }
-        }
-        if p.waiting.is_empty() {
-            let mut p = pending.remove(&id).expect("present");
-            if let Some(tx) = p.done.take() {
-                let _ = tx.send(p.moved.take());
-            }
-        }
-    }
-}
-
 /// The peer's takeover actor on the node behind `peer`'s link.
 fn remote_takeover(shared: &ClusterShared, peer: &str) -> Option<ActorRef<TakeoverMsg>> {
     let link = shared.link(peer)?;
     let node_id = link.remote.read().as_ref()?.get_id().node();
-    ractor::pg::get_members(&TAKEOVER_GROUP.to_string())
-        .into_iter()
-        .find(|c: &ActorCell| !c.get_id().is_local() && c.get_id().node() == node_id)
-        .map(Into::into)
+    wire::remote_member(TAKEOVER_GROUP, node_id).map(Into::into)
 }
 
 /// [`RemoteSessions`] over the cluster.
@@ -351,73 +401,37 @@ async fn take_over(
     client: ClientId,
     clean_start: bool,
 ) -> Option<Box<SessionHandover>> {
-    let peers = up_peers(shared);
-    if peers.is_empty() {
-        return None;
-    }
     let t = &shared.takeovers;
-    let id = t.next_id.fetch_add(1, Ordering::Relaxed);
-    let (tx, rx) = oneshot::channel();
-    t.pending.lock().insert(
-        id,
-        Pending {
-            waiting: peers.iter().map(|(n, _)| n.clone()).collect(),
-            moved: None,
-            done: Some(tx),
-        },
-    );
-    for (peer, actor) in &peers {
-        let req = TakeoverWire::Request {
+    let me = shared.settings.node_name.clone();
+    let asked = ask_all(shared, &t.takeovers, TAKEOVER_TIMEOUT, |id| {
+        TakeoverWire::Request {
             id,
-            from: shared.settings.node_name.clone(),
+            from: me.clone(),
             client: client.to_string(),
             clean_start,
-        };
-        if actor.cast(TakeoverMsg::Wire(req)).is_err() {
-            t.answered(id, peer, HandOverOutcome::NotHere);
         }
+    })
+    .await;
+    if !asked.silent.is_empty() {
+        Counters::add(&t.timeouts, asked.silent.len() as u64);
+        warn!(client_id = %client, peers = ?asked.silent, timeout = ?TAKEOVER_TIMEOUT, "cluster_takeover_timeout");
     }
-    let outcome = wait_answers(shared, id, rx).await;
-    if outcome.is_some() {
-        Counters::inc(&t.moved_in);
-    }
-    outcome
-}
-
-/// Wait for every asked peer's answer; a peer that goes down meanwhile
-/// counts as answered (it holds nothing reachable), one that stays silent
-/// past [`TAKEOVER_TIMEOUT`] is logged.
-async fn wait_answers(
-    shared: &ClusterShared,
-    id: u64,
-    mut rx: oneshot::Receiver<Option<Box<SessionHandover>>>,
-) -> Option<Box<SessionHandover>> {
-    let t = &shared.takeovers;
-    let deadline = tokio::time::Instant::now() + TAKEOVER_TIMEOUT;
-    loop {
-        let step = (tokio::time::Instant::now() + Duration::from_millis(200)).min(deadline);
-        match tokio::time::timeout_at(step, &mut rx).await {
-            Ok(r) => return r.ok().flatten(),
-            Err(_) if tokio::time::Instant::now() >= deadline => break,
-            Err(_) => {
-                let down: Vec<String> = t.pending.lock().get(&id).map_or(Vec::new(), |p| {
-                    p.waiting
-                        .iter()
-                        .filter(|n| !shared.link(n).is_some_and(|l| l.up.load(Ordering::Acquire)))
-                        .cloned()
-                        .collect()
-                });
-                for peer in down {
-                    t.answered(id, &peer, HandOverOutcome::NotHere);
-                }
+    let mut moved = None;
+    for (peer, outcome) in asked.answers {
+        if let HandOverOutcome::Moved(h) = outcome {
+            if moved.is_some() {
+                // Two nodes held the client (after a partition): the first
+                // answer wins, the other is logged.
+                warn!(client_id = %client, %peer, messages = h.messages.len(), "cluster_takeover_second_session_dropped");
+            } else {
+                moved = Some(h);
             }
         }
     }
-    let p = t.pending.lock().remove(&id)?;
-    let silent: Vec<&String> = p.waiting.iter().collect();
-    Counters::add(&t.timeouts, silent.len() as u64);
-    warn!(peers = ?silent, timeout = ?TAKEOVER_TIMEOUT, "cluster_takeover_timeout");
-    p.moved
+    if moved.is_some() {
+        Counters::inc(&t.moved_in);
+    }
+    moved
 }
 
 pub struct Takeover;
@@ -461,10 +475,16 @@ impl Actor for Takeover {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             TakeoverWire::Reply { id, from, outcome } => {
-                shared.takeovers.answered(id, &from, outcome);
+                if let Err(HandOverOutcome::Moved(h)) =
+                    shared.takeovers.takeovers.answer(id, &from, outcome)
+                {
+                    // Too late: the connect went on without it, and the
+                    // session that moved anyway is lost with it: say so.
+                    warn!(peer = %from, messages = h.messages.len(), "cluster_takeover_late_session_dropped");
+                }
             }
             TakeoverWire::Clients { id, from, clients } => {
-                shared.takeovers.listed(id, &from, clients);
+                let _ = shared.takeovers.lists.answer(id, &from, clients);
             }
             TakeoverWire::Retained { from, messages } => {
                 let (now, now_ms) = (std::time::Instant::now(), roost_actors::broker::unix_ms());

@@ -208,6 +208,15 @@ pub fn read_data(frame: &[u8]) -> Result<DataRef<'_>, postcard::Error> {
     }
 }
 
+/// The remote member of process group `group` on the node behind
+/// ractor_cluster session `node_id` (each node's cluster actors join their
+/// group; ractor node ids are per connection).
+pub fn remote_member(group: &str, node_id: u64) -> Option<ractor::ActorCell> {
+    ractor::pg::get_members(&group.to_string())
+        .into_iter()
+        .find(|c| !c.get_id().is_local() && c.get_id().node() == node_id)
+}
+
 /// Decode a wire message from a peer. Anything unexpected is logged and
 /// dropped (ractor drops a message whose decoding fails).
 pub fn decode<T: for<'de> Deserialize<'de>>(msg: SerializedMessage) -> Result<T, BoxedDowncastErr> {
