@@ -179,8 +179,9 @@ mod tests {
         v.set_open(true);
         v.set_level(150);
         let waited = v.wait_relieved(Duration::from_secs(30)).await;
+        // Released by the stall, not by the 30 s limit.
         assert!(
-            waited >= STALL_AFTER && waited < STALL_AFTER * 3,
+            waited >= STALL_AFTER && waited < Duration::from_secs(20),
             "{waited:?}"
         );
         assert!(!v.congested());
