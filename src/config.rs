@@ -172,6 +172,16 @@ pub struct ClusterConfig {
     /// publisher's PUBACK, read back after a restart of this node);
     /// `memory`: lost with this node.
     pub forward_queue: String,
+    /// After a partition heals, the minority side restarts its cluster
+    /// subtree and resyncs from the majority (docs/OPERATIONS.md).
+    pub autoheal: bool,
+    /// A member down for longer than this is removed from the member list
+    /// of every node, as if force-left. Zero: never.
+    pub autoclean: HumanDuration,
+    /// `member name -> host:port`: dial that member there instead of at the
+    /// address it advertises (NAT, port forwarding, a fault proxy such as
+    /// `roost-chaos`).
+    pub peer_addresses: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for ClusterConfig {
@@ -192,6 +202,9 @@ impl Default for ClusterConfig {
             reconnect_max: HumanDuration::from_secs(2),
             forward_buffer: ByteSize::bytes(64 << 20),
             forward_queue: "durable".to_owned(),
+            autoheal: true,
+            autoclean: HumanDuration::from_secs(24 * 3600),
+            peer_addresses: std::collections::BTreeMap::new(),
         }
     }
 }

@@ -265,6 +265,9 @@ pub fn cluster_settings(config: &Config) -> anyhow::Result<roost_cluster::Cluste
     s.reconnect_max = c.reconnect_max.as_duration();
     s.forward_buffer = c.forward_buffer.as_u64();
     s.forward_durable = c.forward_queue == "durable";
+    s.autoheal = c.autoheal;
+    s.autoclean = (!c.autoclean.is_zero()).then(|| c.autoclean.as_duration());
+    s.peer_addresses.clone_from(&c.peer_addresses);
     Ok(s)
 }
 

@@ -446,8 +446,8 @@ impl State {
                 self.dialed_to.insert(addr.to_string(), address.clone());
                 // Not up yet: authentication and hello follow. Retry later
                 // if they do not.
-                for p in self.peers.values_mut() {
-                    if p.address == address {
+                for (name, p) in self.peers.iter_mut() {
+                    if dial_address(&settings, name, p) == address {
                         backoff(&mut p.dial, &settings);
                     }
                 }
@@ -458,7 +458,7 @@ impl State {
             Err(e) => {
                 let mut logged = false;
                 for (name, p) in self.peers.iter_mut() {
-                    if p.address == address {
+                    if dial_address(&settings, name, p) == address {
                         if p.dial.attempt < 3 || p.dial.attempt.is_power_of_two() {
                             info!(peer = %name, error = %e, attempt = p.dial.attempt, "cluster_peer_unreachable");
                         }
@@ -1031,13 +1031,16 @@ impl State {
                 && !busy.contains(name)
             {
                 p.dial.in_flight = true;
-                to_dial.push(p.address.clone());
+                to_dial.push(dial_address(&self.shared.settings, name, p).to_owned());
             }
         }
         let up: BTreeSet<String> = self.up_peers().into_iter().collect();
         let own = self.settings().advertise.clone();
-        let known_addresses: BTreeSet<String> =
-            self.peers.values().map(|p| p.address.clone()).collect();
+        let known_addresses: BTreeSet<String> = self
+            .peers
+            .iter()
+            .map(|(n, p)| dial_address(&self.shared.settings, n, p).to_owned())
+            .collect();
         for (address, (d, who)) in self.seeds.iter_mut() {
             let reached = who
                 .as_ref()
@@ -1342,6 +1345,19 @@ impl State {
             members,
         }
     }
+}
+
+/// Where we dial `name`: `cluster.peer_addresses` if it names it, else the
+/// address it advertises.
+fn dial_address<'a>(
+    settings: &'a crate::settings::ClusterSettings,
+    name: &str,
+    p: &'a Peer,
+) -> &'a str {
+    settings
+        .peer_addresses
+        .get(name)
+        .map_or(p.address.as_str(), String::as_str)
 }
 
 fn describe(d: &DiscoveryConfig) -> String {

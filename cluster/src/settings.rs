@@ -53,6 +53,12 @@ pub struct ClusterSettings {
     /// Peers' forward queues in the store (`cluster.forward_queue =
     /// "durable"`) rather than in memory only.
     pub forward_durable: bool,
+    /// Heal partitions: the minority restarts its cluster subtree.
+    pub autoheal: bool,
+    /// Members down this long are removed everywhere; `None`: never.
+    pub autoclean: Option<Duration>,
+    /// Dial these members at these addresses instead of the advertised one.
+    pub peer_addresses: std::collections::BTreeMap<String, String>,
 }
 
 impl ClusterSettings {
@@ -76,6 +82,9 @@ impl ClusterSettings {
             forward_batch_bytes: 256 << 10,
             forward_window: 8,
             forward_durable: true,
+            autoheal: true,
+            autoclean: Some(Duration::from_secs(24 * 3600)),
+            peer_addresses: std::collections::BTreeMap::new(),
         }
     }
 }

@@ -241,6 +241,20 @@ pub(super) fn cluster(c: &ClusterConfig, out: &mut Vec<ConfigProblem>) {
             "must be \"durable\" or \"memory\"",
         ));
     }
+    for (name, address) in &c.peer_addresses {
+        if !name.contains('@') {
+            out.push(ConfigProblem::invalid(
+                format!("cluster.peer_addresses.{name}"),
+                "the key must be a member's node name, name@host",
+            ));
+        }
+        if roost_cluster::settings::parse_host_port(address).is_none() {
+            out.push(ConfigProblem::invalid(
+                format!("cluster.peer_addresses.{name}"),
+                format!("expected host:port (IPv6 as [::1]:4370), got {address:?}"),
+            ));
+        }
+    }
 }
 
 /// The discovery settings of `c`, parsed.
