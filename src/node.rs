@@ -151,6 +151,8 @@ impl Node {
         let (root, join) = Actor::spawn(None, Supervisor, args)
             .await
             .map_err(|e| anyhow!("node failed to start: {e}"))?;
+        // A heal restarts the `cluster` subtree through the root.
+        *cluster.root.write() = Some(root.clone());
         let join = tokio::spawn(async move {
             let _ = join.await;
         });

@@ -12,6 +12,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::{temp_data_dir, Raw};
+use roost_chaos::proxy::FaultProxy;
 use roost_protocol::packet::{Packet, ProtocolVersion, QoS};
 use serde_json::Value;
 
@@ -31,6 +32,8 @@ struct Site {
     seeds: Vec<String>,
     /// Extra `ROOST_*` settings.
     env: Vec<(String, String)>,
+    /// `cluster.peer_addresses` (written to a config file).
+    peer_addresses: Vec<(String, String)>,
 }
 
 impl Site {
@@ -57,6 +60,7 @@ impl Site {
             cluster_name: "roost".into(),
             seeds: Vec::new(),
             env: Vec::new(),
+            peer_addresses: Vec::new(),
         }
     }
 
@@ -93,6 +97,15 @@ impl Site {
             .stderr(log);
         if !self.seeds.is_empty() {
             cmd.args(["--seeds", &self.seeds.join(",")]);
+        }
+        if !self.peer_addresses.is_empty() {
+            let mut toml = String::from("[cluster.peer_addresses]\n");
+            for (n, a) in &self.peer_addresses {
+                toml.push_str(&format!("{n:?} = {a:?}\n"));
+            }
+            let file = self.data.with_extension("toml");
+            std::fs::write(&file, toml).unwrap();
+            cmd.arg("-c").arg(file);
         }
         Node {
             child: cmd.spawn().expect("spawn roost"),
@@ -222,6 +235,24 @@ fn sites(names: &[&str]) -> Vec<Site> {
         s.seeds.clone_from(&seeds);
     }
     sites
+}
+
+/// Sites whose every cluster link goes through a fault proxy (dialing
+/// node j from node i goes to the proxy's (i -> j) port).
+async fn proxied_sites(names: &[&str]) -> (Vec<Site>, FaultProxy) {
+    let mut sites: Vec<Site> = names.iter().map(|n| Site::new(n)).collect();
+    let proxy = FaultProxy::start(sites.iter().map(|s| s.cluster).collect())
+        .await
+        .unwrap();
+    let names: Vec<String> = sites.iter().map(|s| s.name.clone()).collect();
+    for (i, s) in sites.iter_mut().enumerate() {
+        for (j, name) in names.iter().enumerate().filter(|(j, _)| *j != i) {
+            let addr = proxy.addr(i, j).unwrap().to_string();
+            s.seeds.push(addr.clone());
+            s.peer_addresses.push((name.clone(), addr));
+        }
+    }
+    (sites, proxy)
 }
 
 /// Wait until `cond` holds, polling; how long it took, or panic with `what`.
@@ -629,7 +660,13 @@ async fn join_leave_and_force_leave_through_ctl() {
         s[0].status_of(&s[1].name).as_deref() == Some("down")
     })
     .await;
+    // Quorum: a reaches 1 of 2 members, so it cannot tell a dead b from a
+    // cut link: refused with the reason, unless forced.
     let (code, out, err) = s[0].ctl(&["cluster", "force-leave", &s[1].name]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("minority") && err.contains("--force"), "{err}");
+    assert_eq!(s[0].status_of(&s[1].name).as_deref(), Some("down"));
+    let (code, out, err) = s[0].ctl(&["cluster", "force-leave", "--force", &s[1].name]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(s[0].status_of(&s[1].name).is_none());
 }
@@ -851,4 +888,144 @@ async fn acknowledged_messages_queued_for_a_peer_survive_a_kill_of_the_sender() 
     })
     .await
     .unwrap_or_else(|_| panic!("only {next} of {N} arrived"));
+}
+
+fn closed_with_0x8e(closed: &[Packet]) -> bool {
+    closed
+        .iter()
+        .any(|p| matches!(p, Packet::Disconnect(d) if d.reason == 0x8E))
+}
+
+/// A partition {a, b} | {c} through the fault proxy, then healed: every
+/// node sees it (`partition_detected`); a (smallest name) coordinates the
+/// heal, the views give cliques {a, b} and {c}, and c, the minority,
+/// restarts its cluster subtree and comes back. A client connected on both
+/// sides during the split keeps its newest connection (the older gets
+/// DISCONNECT 0x8E); the messages queued for a client's older, offline
+/// session on c reach its newer session on a. Nothing is wiped: the
+/// cluster re-forms with every route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healed_partition_restarts_the_minority_and_keeps_one_session_per_client() {
+    let (s, proxy) = proxied_sites(&["a", "b", "c"]).await;
+    let _nodes: Vec<Node> = s.iter().map(Site::spawn).collect();
+    formed(&s, Duration::from_secs(20)).await;
+
+    let both = common::persistent_v5("both", 300);
+    let (mut both_c, _) = Raw::connect_with(s[2].mqtt, both.clone()).await;
+    let queued = common::persistent_v5("queued", 300);
+    let (mut q, _) = Raw::connect_with(s[2].mqtt, queued.clone()).await;
+    q.subscribe(1, "pq/#", QoS::AtLeastOnce).await;
+    q.disconnect().await;
+
+    proxy.partition(&[vec![0, 1], vec![2]]);
+    within(
+        Duration::from_secs(10),
+        "the split seen on both sides",
+        || {
+            s[0].status_of(&s[2].name).as_deref() == Some("down")
+                && s[2].status_of(&s[0].name).as_deref() == Some("down")
+                && s[2].status_of(&s[1].name).as_deref() == Some("down")
+        },
+    )
+    .await;
+    // Queued on c for its offline session of "queued".
+    publish_n(&s[2], "pq/x", "c", 3).await;
+    // The same client ids connect on the majority side (c is out of reach:
+    // nothing moves), newer.
+    let (mut both_a, ack) = Raw::connect_with(s[0].mqtt, both.clone()).await;
+    assert!(!ack.session_present);
+    let (mut queued_a, ack) = Raw::connect_with(s[0].mqtt, queued.clone()).await;
+    assert!(!ack.session_present);
+    queued_a.subscribe(1, "pq/#", QoS::AtLeastOnce).await;
+
+    proxy.heal();
+    within(
+        Duration::from_secs(20),
+        "c restarted its cluster subtree",
+        || metric(&s[2], "roost_cluster_heal_restarts_total") == 1,
+    )
+    .await;
+    formed(&s, Duration::from_secs(20)).await;
+    assert_eq!(metric(&s[0], "roost_cluster_heals_total"), 1);
+    assert_eq!(metric(&s[0], "roost_cluster_heal_restarts_total"), 0);
+    assert_eq!(metric(&s[1], "roost_cluster_heal_restarts_total"), 0);
+    assert!(metric(&s[0], "roost_cluster_partitions_detected_total") >= 1);
+    assert!(metric(&s[2], "roost_cluster_partitions_detected_total") >= 1);
+
+    // One session per client id: the older connection (on c) is closed.
+    let closed = both_c.expect_closed().await;
+    assert!(closed_with_0x8e(&closed), "{closed:?}");
+    both_a.expect_nothing(Duration::from_millis(300)).await;
+    // The older session's queue reached the newer one.
+    receive_in_order(&mut queued_a, "c", 3).await;
+    for id in ["both", "queued"] {
+        let (code, _, _) = s[2].ctl(&["clients", "show", id]);
+        assert_eq!(code, 1, "c no longer holds {id}");
+        let (code, out, _) = s[0].ctl(&["clients", "show", id]);
+        assert_eq!(code, 0, "a holds {id}: {out}");
+    }
+    assert!(metric(&s[0], "roost_cluster_sessions_merged_in_total") >= 1);
+    // Routes were resent after c's restart: a message published on c
+    // reaches the subscriber on a.
+    routes_reach(&s[2], &s[0], 1).await;
+    publish_n(&s[2], "pq/y", "d", 1).await;
+    receive_in_order(&mut queued_a, "d", 1).await;
+    within(Duration::from_secs(10), "heal_done logged", || {
+        s[0].log_text().contains("heal_done")
+    })
+    .await;
+    let (a_log, c_log) = (s[0].log_text(), s[2].log_text());
+    assert!(a_log.contains("partition_detected") && a_log.contains("heal_started"));
+    assert!(c_log.contains("partition_detected") && c_log.contains("heal_restarting_cluster"));
+}
+
+/// Two nodes split and healed: a tie of two single-node cliques goes to the
+/// node running longer (a, started first), b restarts its cluster subtree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_node_split_heals_with_the_older_node_winning() {
+    let (s, proxy) = proxied_sites(&["a", "b"]).await;
+    let _a = s[0].spawn();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let _b = s[1].spawn();
+    formed(&s, Duration::from_secs(20)).await;
+    proxy.partition(&[vec![0], vec![1]]);
+    within(Duration::from_secs(10), "the split seen", || {
+        s[0].status_of(&s[1].name).as_deref() == Some("down")
+            && s[1].status_of(&s[0].name).as_deref() == Some("down")
+    })
+    .await;
+    proxy.heal();
+    within(
+        Duration::from_secs(20),
+        "b restarted its cluster subtree",
+        || metric(&s[1], "roost_cluster_heal_restarts_total") == 1,
+    )
+    .await;
+    formed(&s, Duration::from_secs(20)).await;
+    assert_eq!(metric(&s[0], "roost_cluster_heal_restarts_total"), 0);
+    assert_eq!(metric(&s[0], "roost_cluster_heals_total"), 1);
+}
+
+/// With `cluster.autoclean = 3s`, a member killed for good is removed from
+/// every member list by itself, and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_down_longer_than_autoclean_is_removed_everywhere() {
+    let mut s = sites(&["a", "b", "c"]);
+    for site in &mut s {
+        site.env
+            .push(("ROOST_CLUSTER__AUTOCLEAN".into(), "3s".into()));
+    }
+    let _a = s[0].spawn();
+    let _b = s[1].spawn();
+    let c = s[2].spawn();
+    formed(&s, Duration::from_secs(20)).await;
+    c.kill9();
+    within(Duration::from_secs(20), "c forgotten by a and b", || {
+        s[0].status_of(&s[2].name).is_none() && s[1].status_of(&s[2].name).is_none()
+    })
+    .await;
+    let cleaned = metric(&s[0], "roost_cluster_autocleaned_total")
+        + metric(&s[1], "roost_cluster_autocleaned_total");
+    assert!(cleaned >= 1, "{cleaned}");
+    assert!((s[0].log_text() + &s[1].log_text()).contains("cluster_member_autocleaned"));
 }

@@ -89,6 +89,15 @@ pub enum RegistryMsg {
         clean_start: bool,
         reply: RpcReplyPort<HandOverOutcome>,
     },
+    /// Another node's session of `client`, older than this node's (both
+    /// held one, see [`SessionMsg::Absorb`]): merged into the session here,
+    /// or installed as this node's session if it has none any more.
+    /// Answers how many messages were kept.
+    Absorb {
+        client: ClientId,
+        handover: Box<SessionHandover>,
+        reply: RpcReplyPort<usize>,
+    },
 }
 
 // Local-only (ractor's `cluster` feature: see the workspace Cargo.toml).
@@ -199,6 +208,14 @@ impl Actor for Registry {
                 let r = st.hand_over(client, clean_start).await;
                 let _ = reply.send(r);
             }
+            RegistryMsg::Absorb {
+                client,
+                handover,
+                reply,
+            } => {
+                let r = st.absorb(&myself, client, handover).await;
+                let _ = reply.send(r);
+            }
             RegistryMsg::KickAll(code) => {
                 for e in st.sessions.values() {
                     let _ = e.actor.cast(SessionMsg::Kick(code));
@@ -239,7 +256,7 @@ impl RegistryState {
                 // Cannot happen while client ids are unique; the session
                 // here wins and the moved one is logged.
                 warn!(client_id = %client, messages = handover.messages.len(), "handover_ignored_session_exists");
-            } else if let Some(record) = self.install_handover(&client, *handover) {
+            } else if let Some(record) = self.install_handover(&client, *handover, false) {
                 let actor = self.spawn(myself, client, Some(record)).await?;
                 return self.attach(&actor, req).await.map_err(|(e, _)| e);
             }
@@ -299,20 +316,62 @@ impl RegistryState {
         }
     }
 
+    /// See [`RegistryMsg::Absorb`].
+    async fn absorb(
+        &mut self,
+        myself: &ActorRef<RegistryMsg>,
+        client: ClientId,
+        handover: Box<SessionHandover>,
+    ) -> usize {
+        let n = handover.messages.len();
+        if let Some(actor) = self.sessions.get(&client).map(|e| e.actor.clone()) {
+            return match ractor::call_t!(
+                actor,
+                |reply| SessionMsg::Absorb(handover, reply),
+                CALL_TIMEOUT.as_millis() as u64
+            ) {
+                Ok(kept) => kept,
+                Err(e) => {
+                    warn!(client_id = %client, error = %e, messages = n, "session_absorb_failed");
+                    0
+                }
+            };
+        }
+        // Gone here meanwhile: the other node's session becomes this
+        // node's, offline, as a takeover would install it.
+        let Some(record) = self.install_handover(&client, *handover, true) else {
+            return 0;
+        };
+        match self.spawn(myself, client.clone(), Some(record)).await {
+            Ok(_) => n,
+            Err(e) => {
+                warn!(client_id = %client, error = %e, "session_restore_failed");
+                0
+            }
+        }
+    }
+
     /// Write a session moved from another node to the store, as a restart
     /// would find it; its record to start the session actor from. Until
-    /// the client attaches it never expires (the attach sets its expiry).
+    /// the client attaches it never expires (the attach sets its expiry);
+    /// `offline`: no client is attaching, it is an offline session whose
+    /// expiry counts from now.
     fn install_handover(
         &self,
         client: &ClientId,
         mut h: SessionHandover,
+        offline: bool,
     ) -> Option<Box<SessionRecord>> {
         let Some(storage) = self.ctx.storage.as_ref() else {
             warn!(client_id = %client, "handover_without_store_dropped");
             return None;
         };
-        h.record.expiry_interval_secs = u32::MAX;
-        h.record.disconnected_at_ms = None;
+        if offline {
+            h.record.disconnected_at_ms = Some(crate::broker::unix_ms());
+        } else {
+            h.record.expiry_interval_secs = u32::MAX;
+            h.record.disconnected_at_ms = None;
+        }
         h.record.will = None;
         let queued: Vec<QueuedMessage> = h.messages.iter().map(|m| m.queued.clone()).collect();
         let mut b = roost_storage::Batch::new();

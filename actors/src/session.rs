@@ -74,6 +74,13 @@ pub enum SessionMsg {
     /// the connection (0x8E), hand everything over, end here (routes and
     /// store go; no will beyond what a takeover publishes).
     HandOver(RpcReplyPort<Box<SessionHandover>>),
+    /// The same client's session from another node: both nodes held one
+    /// (a partition, or a node that was down while its client connected
+    /// elsewhere) and this one is the newer. The other's messages join
+    /// this session's queue, behind what it holds; its subscriptions do not
+    /// (the newest connection's are the client's). Answers how many
+    /// messages were kept.
+    Absorb(Box<SessionHandover>, RpcReplyPort<usize>),
 }
 
 // Local-only (ractor's `cluster` feature: see the workspace Cargo.toml).
@@ -117,6 +124,10 @@ pub struct SessionInfo {
     pub queued: usize,
     pub dropped_queue_full: u64,
     pub inbox_dropped: u64,
+    /// When its connection last came (connected) or went (offline): ms
+    /// since the Unix epoch. Orders two sessions of one client on two
+    /// nodes: the newest connection wins.
+    pub since_ms: u64,
 }
 
 /// The attached connection. Dropping it without `detach` (the session actor
@@ -258,6 +269,8 @@ pub struct SessionActorState {
     /// clean and never have one).
     durable: Option<Box<DurableQueue>>,
     loaded: Vec<Loaded>,
+    /// See [`SessionInfo::since_ms`].
+    since_ms: u64,
 }
 
 impl Actor for Session {
@@ -289,6 +302,7 @@ impl Actor for Session {
             version: ProtocolVersion::V311,
             durable: None,
             loaded: Vec::new(),
+            since_ms: crate::broker::unix_ms(),
         };
         if let Some(record) = args.restored {
             Box::pin(st.restore(&myself, *record)).await;
@@ -355,6 +369,9 @@ impl Actor for Session {
                 SessionMsg::Timer { .. } => {}
                 SessionMsg::Info(reply) => {
                     let _ = reply.send(st.info());
+                }
+                SessionMsg::Absorb(h, reply) => {
+                    let _ = reply.send(st.absorb(*h));
                 }
                 SessionMsg::HandOver(reply) => {
                     let handover = st.hand_over();
@@ -483,6 +500,7 @@ impl SessionActorState {
             return;
         };
         let now_ms = crate::broker::unix_ms();
+        self.since_ms = record.disconnected_at_ms.unwrap_or(now_ms);
         self.version = record.protocol.into();
         self.expiry = record.expiry_interval_secs;
         self.attached_before = true;
@@ -635,6 +653,56 @@ impl SessionActorState {
     /// Everything this session holds for its client, in order, for another
     /// node: inflight, queue, what waits in the inbox, what is only on
     /// disk. Expired messages are left out. The session is empty after.
+    /// See [`SessionMsg::Absorb`]. A persistent session stores them in its
+    /// queue (bounded by `max_mqueue_len`, as a publish would), a clean one
+    /// delivers them like routed messages. What was inflight on the other
+    /// node goes as new messages: the other connection never acknowledged
+    /// it. Released QoS 2 exchanges (only a PUBREL owed there) are done.
+    fn absorb(&mut self, h: SessionHandover) -> usize {
+        let (now, now_ms) = (Instant::now(), crate::broker::unix_ms());
+        let queued: Vec<roost_storage::QueuedMessage> = h
+            .messages
+            .into_iter()
+            .filter(|m| {
+                !matches!(m.inflight, Some(s) if s.stage == roost_storage::InflightStage::Released)
+            })
+            .map(|m| m.queued)
+            .collect();
+        let n = queued.len();
+        let online = self.link.is_some();
+        let kept = if let Some(dq) = self.durable.as_mut() {
+            let max = self.ctx.config.session.max_mqueue_len as u64;
+            match dq.append(&queued, max) {
+                Ok(n) => n,
+                Err(e) => {
+                    Counters::inc(&self.ctx.counters.storage_errors);
+                    error!(client_id = %self.client_id, error = %e, "session_absorb_store_failed");
+                    0
+                }
+            }
+        } else {
+            for q in queued {
+                let d = Delivery {
+                    message: Arc::new(q.message.into_message(now, now_ms)),
+                    opts: q.delivery.into(),
+                    stored: None,
+                };
+                self.session.deliver(d, online, now, &mut self.out);
+            }
+            n
+        };
+        if kept < n {
+            warn!(client_id = %self.client_id, refused = n - kept, "session_absorb_queue_full");
+        }
+        if online {
+            self.load_durable(true);
+        }
+        let progressed = !self.out.is_empty();
+        self.flush();
+        self.report(progressed);
+        kept
+    }
+
     fn hand_over(&mut self) -> SessionHandover {
         self.take_over_link();
         // A delayed will of an offline session is cancelled by the new
@@ -705,6 +773,7 @@ impl SessionActorState {
         // start always gets a fresh session actor from the registry.
         let session_present = std::mem::replace(&mut self.attached_before, true);
         let info = req.info;
+        self.since_ms = crate::broker::unix_ms();
         self.session
             .set_client_receive_maximum(info.receive_maximum);
         self.expiry = info.session_expiry;
@@ -861,6 +930,7 @@ impl SessionActorState {
         if let Some(link) = self.link.take() {
             link.detach();
         }
+        self.since_ms = crate::broker::unix_ms();
         self.generation += 1;
         self.awaiting_rel = c.awaiting_rel;
         if let Some(e) = c.session_expiry {
@@ -961,6 +1031,7 @@ impl SessionActorState {
             queued: self.session.mqueue_len(),
             dropped_queue_full: self.session.stats.dropped_queue_full,
             inbox_dropped: self.inbox.dropped(),
+            since_ms: self.since_ms,
         }
     }
 }

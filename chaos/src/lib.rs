@@ -15,4 +15,5 @@
 pub mod bench;
 pub mod client;
 pub mod procstat;
+pub mod proxy;
 pub mod rlimit;

@@ -7,6 +7,8 @@
 //!   ([`forward`]);
 //! - `cluster/takeover`: client ids unique cluster-wide; a session follows
 //!   its client to the node it reconnects to ([`takeover`]);
+//! - `cluster/partition`: partition detection, autoheal and autoclean
+//!   ([`partition`], with the pure heal planner in [`heal`]);
 //! - `cluster/membership`: the transport (ractor_cluster's NodeServer, a
 //!   linked child), heartbeats, reconnection, discovery, the persisted
 //!   member list, route replication, join/leave ([`membership`]).
@@ -16,7 +18,9 @@
 
 pub mod discovery;
 pub mod forward;
+pub mod heal;
 pub mod membership;
+pub mod partition;
 pub mod settings;
 pub mod shared;
 pub mod takeover;
@@ -35,7 +39,13 @@ pub use shared::{Cluster, ClusterShared, ClusterStatus, MemberStatus};
 /// The `cluster` supervisor and its children. The forwarder starts first so
 /// the membership actor can point new links at it.
 pub fn cluster_spec(shared: Arc<ClusterShared>) -> ChildSpec {
-    let (s1, s2, s3, s4) = (shared.clone(), shared.clone(), shared.clone(), shared);
+    let (s1, s2, s3, s4, s5) = (
+        shared.clone(),
+        shared.clone(),
+        shared.clone(),
+        shared.clone(),
+        shared,
+    );
     let children = vec![
         ChildSpec::for_actor("forwarder", move || {
             (
@@ -55,10 +65,16 @@ pub fn cluster_spec(shared: Arc<ClusterShared>) -> ChildSpec {
                 takeover::TakeoverArgs { shared: s3.clone() },
             )
         }),
+        ChildSpec::for_actor("partition", move || {
+            (
+                partition::Partition,
+                partition::PartitionArgs { shared: s4.clone() },
+            )
+        }),
         ChildSpec::for_actor("membership", move || {
             (
                 membership::Membership,
-                membership::MembershipArgs { shared: s4.clone() },
+                membership::MembershipArgs { shared: s5.clone() },
             )
         }),
     ];

@@ -40,6 +40,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::discovery::{self, DiscoveryConfig};
 use crate::forward::{self, ForwarderMsg, PeerLink, PeerSink};
+use crate::partition::PartitionMsg;
 use crate::settings::split_name;
 use crate::shared::{ClusterShared, ClusterStatus, MemberStatus};
 use crate::wire::{self, Control, Hello, RouteUpdate};
@@ -81,6 +82,8 @@ pub enum MembershipMsg {
     Leave(RpcReplyPort<Result<(), String>>),
     ForceLeave {
         node: String,
+        /// Even in a minority, or while others see it up.
+        force: bool,
         reply: RpcReplyPort<Result<(), String>>,
     },
 }
@@ -182,7 +185,7 @@ struct Peer {
     link: Link,
     dial: Dial,
     incarnation: u64,
-    /// Its routes as we know them: (incarnation, version, filters).
+    /// Its routes as we know them: (epoch, version, filters).
     routes: (u64, u64, BTreeSet<String>),
     routes_wanted_at: Option<Instant>,
 }
@@ -227,6 +230,8 @@ pub struct State {
     departed: BTreeSet<String>,
     /// Hellos that arrived before our own ready event for their link.
     early_hellos: HashMap<String, Hello>,
+    /// The peers each up peer saw up, from its last heartbeat.
+    seen_by: HashMap<String, BTreeSet<String>>,
 }
 
 impl Actor for Membership {
@@ -241,6 +246,8 @@ impl Actor for Membership {
     ) -> Result<State, ActorProcessingErr> {
         let shared = args.shared;
         let me = shared.settings.node_name.clone();
+        let epoch = shared.next_epoch();
+        debug!(epoch, "cluster_epoch");
         ractor::pg::join(wire::CONTROL_GROUP.to_string(), vec![myself.get_cell()]);
         *shared.membership.write() = Some(myself.clone());
         let mut state = State {
@@ -261,6 +268,7 @@ impl Actor for Membership {
             left: false,
             departed: BTreeSet::new(),
             early_hellos: HashMap::new(),
+            seen_by: HashMap::new(),
             shared,
         };
         state.load_members();
@@ -364,8 +372,8 @@ impl Actor for Membership {
             MembershipMsg::Leave(reply) => {
                 let _ = reply.send(state.leave());
             }
-            MembershipMsg::ForceLeave { node, reply } => {
-                let _ = reply.send(state.force_leave(&node));
+            MembershipMsg::ForceLeave { node, force, reply } => {
+                let _ = reply.send(state.force_leave(&node, force));
             }
         }
         Ok(())
@@ -543,7 +551,7 @@ impl State {
                         .map(|(id, _)| *id);
                     match (is_current, survivor) {
                         (true, Some(id)) => self.send_hello(id, true),
-                        (true, None) => self.peer_down(&name, "link closed".into()),
+                        (true, None) => self.peer_down(&name, "link closed".into(), false),
                         _ => {}
                     }
                 }
@@ -570,6 +578,7 @@ impl State {
             cluster: self.settings().cluster_name.clone(),
             from: self.me.clone(),
             incarnation: self.shared.incarnation,
+            epoch: self.shared.epoch(),
             advertise: self.settings().advertise.clone(),
             members,
             want_reply,
@@ -594,8 +603,9 @@ impl State {
             }
             Control::Heartbeat {
                 from,
-                incarnation,
+                epoch,
                 routes_version,
+                up: seen,
             } => {
                 let now = Instant::now();
                 let up = matches!(
@@ -623,7 +633,16 @@ impl State {
                     *last_heard = now;
                     p.last_seen_ms = unix_ms();
                 }
-                let behind = p.routes.0 != incarnation || p.routes.1 < routes_version;
+                self.seen_by
+                    .insert(from.clone(), seen.iter().cloned().collect());
+                self.tell_partition(PartitionMsg::Seen {
+                    from: from.clone(),
+                    up: seen,
+                });
+                let Some(p) = self.peers.get_mut(&from) else {
+                    return;
+                };
+                let behind = p.routes.0 != epoch || p.routes.1 < routes_version;
                 let asked_recently = p
                     .routes_wanted_at
                     .is_some_and(|t| now.duration_since(t) < Duration::from_secs(2));
@@ -639,6 +658,7 @@ impl State {
             }
             Control::Routes(u) => self.on_routes(u),
             Control::RoutesWanted { from } => self.send_snapshot(&from),
+            Control::Partition(w) => self.tell_partition(PartitionMsg::Wire(w)),
             Control::Leaving { from } => {
                 info!(peer = %from, "cluster_peer_left");
                 self.remove_peer(&from);
@@ -757,7 +777,7 @@ impl State {
         // Only the node running longer sends its retained messages: a node
         // that was away may hold some the others deleted or replaced
         // meanwhile, and must not spread them (see `takeover::send_retained`).
-        let send_retained = !was_up && self.shared.incarnation <= h.incarnation;
+        let send_retained = !was_up && self.shared.epoch() <= h.epoch;
         if h.want_reply {
             self.send_hello(node_id, false);
         }
@@ -793,6 +813,14 @@ impl State {
         if send_retained {
             crate::takeover::send_retained(&self.shared, &h.from);
         }
+        if !was_up {
+            self.tell_partition(PartitionMsg::PeerUp {
+                peer: h.from.clone(),
+                epoch: h.epoch,
+                incarnation: h.incarnation,
+            });
+            crate::takeover::reconcile_sessions(&self.shared, &h.from);
+        }
         self.complete_joins(&h.from);
     }
 
@@ -809,7 +837,7 @@ impl State {
             peer,
             Control::Routes(RouteUpdate {
                 from: self.me.clone(),
-                incarnation: self.shared.incarnation,
+                epoch: self.shared.epoch(),
                 version: self.routes_version,
                 snapshot: true,
                 added: self.routes_sent.iter().cloned().collect(),
@@ -836,7 +864,7 @@ impl State {
         self.routes_version += 1;
         let update = RouteUpdate {
             from: self.me.clone(),
-            incarnation: self.shared.incarnation,
+            epoch: self.shared.epoch(),
             version: self.routes_version,
             snapshot: false,
             added,
@@ -859,7 +887,7 @@ impl State {
             added = new.difference(filters).cloned().collect();
             removed = filters.difference(&new).cloned().collect();
             *filters = new;
-        } else if *inc == u.incarnation && u.version == *ver + 1 {
+        } else if *inc == u.epoch && u.version == *ver + 1 {
             for f in u.added {
                 if filters.insert(f.clone()) {
                     added.push(f);
@@ -871,7 +899,7 @@ impl State {
                 }
             }
         } else {
-            if *inc == u.incarnation && u.version <= *ver {
+            if *inc == u.epoch && u.version <= *ver {
                 return; // old news
             }
             debug!(peer = %u.from, have = *ver, got = u.version, "cluster_routes_gap");
@@ -885,7 +913,7 @@ impl State {
             );
             return;
         }
-        *inc = u.incarnation;
+        *inc = u.epoch;
         *ver = u.version;
         let from = u.from;
         if let Some(link) = self.shared.link(&from) {
@@ -939,7 +967,8 @@ impl State {
             .collect()
     }
 
-    fn peer_down(&mut self, name: &str, reason: String) {
+    /// `timed_out`: no heartbeat for `heartbeat_timeout` (else the link closed).
+    fn peer_down(&mut self, name: &str, reason: String, timed_out: bool) {
         let Some(p) = self.peers.get_mut(name) else {
             return;
         };
@@ -948,11 +977,22 @@ impl State {
         }
         warn!(peer = %name, %reason, "cluster_peer_down");
         p.link = Link::Down { reason };
+        self.seen_by.remove(name);
         p.dial = Dial::now();
         p.dial.next = Instant::now() + self.shared.settings.reconnect_base;
         self.persist_member(name);
         if let Some(f) = self.shared.forwarder.read().clone() {
             let _ = f.cast(ForwarderMsg::Down(name.to_owned()));
+        }
+        self.tell_partition(PartitionMsg::PeerDown {
+            peer: name.to_owned(),
+            timed_out,
+        });
+    }
+
+    fn tell_partition(&self, msg: PartitionMsg) {
+        if let Some(p) = self.shared.partition.read().clone() {
+            let _ = p.cast(msg);
         }
     }
 
@@ -975,7 +1015,7 @@ impl State {
             .collect();
         for name in late {
             Counters::inc(&self.shared.counters.heartbeat_timeouts);
-            self.peer_down(&name, format!("no heartbeat for {timeout:?}"));
+            self.peer_down(&name, format!("no heartbeat for {timeout:?}"), true);
         }
         let connect_timeout = self.settings().connect_timeout;
         for s in self.sessions.values() {
@@ -990,8 +1030,9 @@ impl State {
             self.last_heartbeat = now;
             let hb = Control::Heartbeat {
                 from: self.me.clone(),
-                incarnation: self.shared.incarnation,
+                epoch: self.shared.epoch(),
                 routes_version: self.routes_version,
+                up: self.up_peers(),
             };
             for name in self.up_peers() {
                 self.send_to(&name, hb.clone());
@@ -1174,7 +1215,7 @@ impl State {
         Ok(())
     }
 
-    fn force_leave(&mut self, node: &str) -> Result<(), String> {
+    fn force_leave(&mut self, node: &str, force: bool) -> Result<(), String> {
         if node == self.me {
             return Err("this is the node itself: use `roost ctl cluster leave`".into());
         }
@@ -1184,6 +1225,9 @@ impl State {
                 "{node} is up: run `roost ctl cluster leave` on it, or stop it first"
             )),
             Some(Link::Down { .. }) => {
+                if !force {
+                    self.quorum_check(node)?;
+                }
                 self.remove_peer(node);
                 for name in self.up_peers() {
                     self.send_to(
@@ -1200,8 +1244,44 @@ impl State {
         }
     }
 
+    /// Whether forgetting `node` (down here) is safe from this side: refused
+    /// when another member still sees it up (we are cut off from it, not
+    /// it from the cluster), or when this node reaches only a minority of
+    /// the members (the majority may see it, and would keep it).
+    fn quorum_check(&self, node: &str) -> Result<(), String> {
+        let mut seers: Vec<&str> = self
+            .seen_by
+            .iter()
+            .filter(|(_, up)| up.contains(node))
+            .map(|(n, _)| n.as_str())
+            .collect();
+        seers.sort_unstable();
+        if !seers.is_empty() {
+            return Err(format!(
+                "{node} is down here but up for {}: this node is cut off from it, \
+                 a partition, not a dead node; run force-leave where it is down for \
+                 everyone, or add --force",
+                seers.join(", ")
+            ));
+        }
+        let members = self.peers.len() + 1;
+        let reachable = self.up_peers().len() + 1;
+        if reachable * 2 <= members {
+            return Err(format!(
+                "this node is in a minority: it reaches {reachable} of {members} members \
+                 (itself included), so the others may still see {node}; run force-leave \
+                 on the majority side, or add --force"
+            ));
+        }
+        Ok(())
+    }
+
     /// Forget a member entirely: routes, queue, record.
     fn remove_peer(&mut self, name: &str) {
+        self.seen_by.remove(name);
+        self.tell_partition(PartitionMsg::PeerRemoved {
+            peer: name.to_owned(),
+        });
         if let Some(p) = self.peers.remove(name) {
             if let Link::Up { session, .. } = p.link {
                 let s = session.clone();

@@ -31,6 +31,18 @@ pub struct ClusterCounters {
     /// last member here had gone (not delivered).
     pub shared_no_member: AtomicU64,
     pub heartbeat_timeouts: AtomicU64,
+    /// Partitions this node noticed (`partition_detected`).
+    pub partitions_detected: AtomicU64,
+    /// Heal rounds this node coordinated that restarted someone.
+    pub heals: AtomicU64,
+    /// Times this node restarted its cluster subtree to heal.
+    pub heal_restarts: AtomicU64,
+    /// Members removed by `cluster.autoclean`.
+    pub autocleaned: AtomicU64,
+    /// Sessions of one client on two nodes, merged into the newer one:
+    /// this node's sent away, and other nodes' merged here.
+    pub sessions_merged_out: AtomicU64,
+    pub sessions_merged_in: AtomicU64,
 }
 
 pub struct ClusterShared {
@@ -39,6 +51,15 @@ pub struct ClusterShared {
     pub storage: Option<Storage>,
     /// Start time of this process (ms since the Unix epoch).
     pub incarnation: u64,
+    /// Start time of the current `cluster` subtree (ms since the Unix epoch,
+    /// bumped by every restart of the membership actor): a peer whose epoch
+    /// changed restarted its cluster layer (and lost its view of the
+    /// others); one that comes back with the same epoch was cut off.
+    pub epoch: AtomicU64,
+    pub partition: RwLock<Option<ActorRef<crate::partition::PartitionMsg>>>,
+    /// The node's root supervisor: a heal restarts the `cluster` subtree
+    /// through it. Set by the node once the tree runs.
+    pub root: RwLock<Option<ActorRef<roost_actors::supervisor::SupervisorMsg>>>,
     pub links: RwLock<BTreeMap<String, Arc<PeerLink>>>,
     pub membership: RwLock<Option<ActorRef<MembershipMsg>>>,
     pub forwarder: RwLock<Option<ActorRef<ForwarderMsg>>>,
@@ -57,12 +78,29 @@ impl ClusterShared {
             ctx,
             storage,
             incarnation: roost_actors::broker::unix_ms(),
+            epoch: AtomicU64::new(0),
+            partition: RwLock::new(None),
+            root: RwLock::new(None),
             links: RwLock::new(BTreeMap::new()),
             membership: RwLock::new(None),
             forwarder: RwLock::new(None),
             counters: ClusterCounters::default(),
             takeovers: Takeovers::default(),
         })
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// A new epoch for a (re)started cluster subtree: now, and always
+    /// greater than the previous one.
+    pub fn next_epoch(&self) -> u64 {
+        let now = roost_actors::broker::unix_ms();
+        let prev = self.epoch.load(std::sync::atomic::Ordering::Acquire);
+        let e = now.max(prev + 1);
+        self.epoch.store(e, std::sync::atomic::Ordering::Release);
+        e
     }
 
     pub fn link(&self, peer: &str) -> Option<Arc<PeerLink>> {
@@ -144,11 +182,13 @@ impl Cluster {
             .map_err(|e| e.to_string())?
     }
 
-    pub async fn force_leave(&self, node: String) -> Result<(), String> {
+    /// Forget a member that is down. `force`: even when this node is in a
+    /// minority, or other members still see it up.
+    pub async fn force_leave(&self, node: String, force: bool) -> Result<(), String> {
         let m = self.membership()?;
         ractor::call_t!(
             m,
-            |reply| MembershipMsg::ForceLeave { node, reply },
+            |reply| MembershipMsg::ForceLeave { node, force, reply },
             CALL_TIMEOUT.as_millis() as u64
         )
         .map_err(|e| e.to_string())?

@@ -74,6 +74,131 @@ pub enum TakeoverWire {
         from: String,
         messages: Vec<StoredMessage>,
     },
+    /// Part of the sender's sessions, sent when a link comes up: a client
+    /// id both nodes hold (a partition, or a node that was down while its
+    /// client connected elsewhere) is merged into the newer session.
+    Sessions {
+        from: String,
+        sessions: Vec<SessionStamp>,
+    },
+    /// The sender's session of `client` was the older: here it is, to
+    /// merge into the receiver's.
+    Merge {
+        from: String,
+        client: String,
+        handover: Box<SessionHandover>,
+    },
+}
+
+/// One session, as link-up reconciliation compares them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionStamp {
+    pub client_id: String,
+    pub connected: bool,
+    /// When its connection came (connected) or went (offline), ms since
+    /// the Unix epoch.
+    pub since_ms: u64,
+}
+
+/// Whether session `a` on `a_node` is newer than `b` on `b_node`: a
+/// connected session beats an offline one, then the later connection (or
+/// disconnection) wins, then the larger node name (any fixed rule: both
+/// nodes must pick the same).
+pub fn newer(a: &SessionStamp, a_node: &str, b: &SessionStamp, b_node: &str) -> bool {
+    (a.connected, a.since_ms, a_node) > (b.connected, b.since_ms, b_node)
+}
+
+/// Session stamps per `Sessions` message.
+const SESSIONS_CHUNK: usize = 2000;
+
+/// Send this node's sessions to `peer` (its link just came up), in
+/// chunks, off the caller's actor. Both sides do; each hands over its
+/// sessions that lose to the other's ([`newer`]).
+pub fn reconcile_sessions(shared: &Arc<ClusterShared>, peer: &str) {
+    let shared = shared.clone();
+    let peer = peer.to_owned();
+    tokio::spawn(async move {
+        let infos = match roost_actors::registry::session_infos(&shared.ctx).await {
+            Ok(i) => i,
+            Err(e) => {
+                warn!(peer = %peer, error = %e, "cluster_sessions_not_reconciled");
+                return;
+            }
+        };
+        if infos.is_empty() {
+            return;
+        }
+        let Some(remote) = resolve_takeover(&shared, &peer).await else {
+            warn!(peer = %peer, "cluster_sessions_not_reconciled_peer_unresolved");
+            return;
+        };
+        let stamps: Vec<SessionStamp> = infos
+            .into_iter()
+            .map(|i| SessionStamp {
+                client_id: i.client_id.to_string(),
+                connected: i.connected,
+                since_ms: i.since_ms,
+            })
+            .collect();
+        for chunk in stamps.chunks(SESSIONS_CHUNK) {
+            let msg = TakeoverWire::Sessions {
+                from: shared.settings.node_name.clone(),
+                sessions: chunk.to_vec(),
+            };
+            if remote.cast(TakeoverMsg::Wire(msg)).is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// `peer`'s sessions arrived: hand ours that are older over to it.
+async fn merge_older(shared: Arc<ClusterShared>, peer: String, theirs: Vec<SessionStamp>) {
+    let infos = match roost_actors::registry::session_infos(&shared.ctx).await {
+        Ok(i) => i,
+        Err(e) => {
+            warn!(peer = %peer, error = %e, "cluster_sessions_not_reconciled");
+            return;
+        }
+    };
+    let me = shared.settings.node_name.clone();
+    let ours: HashMap<String, SessionStamp> = infos
+        .into_iter()
+        .map(|i| {
+            let id = i.client_id.to_string();
+            let stamp = SessionStamp {
+                client_id: id.clone(),
+                connected: i.connected,
+                since_ms: i.since_ms,
+            };
+            (id, stamp)
+        })
+        .collect();
+    for t in theirs {
+        let Some(o) = ours.get(&t.client_id) else {
+            continue;
+        };
+        if !newer(&t, &peer, o, &me) {
+            continue;
+        }
+        // Ours is the older: it ends here (its connection, if any, gets
+        // DISCONNECT 0x8E) and its messages go to the newer one.
+        let HandOverOutcome::Moved(handover) = hand_over_local(&shared, &t.client_id, false).await
+        else {
+            continue;
+        };
+        let Some(remote) = remote_takeover(&shared, &peer) else {
+            warn!(client_id = %t.client_id, peer = %peer, messages = handover.messages.len(), "cluster_session_merge_undeliverable");
+            continue;
+        };
+        Counters::inc(&shared.counters.sessions_merged_out);
+        info!(client_id = %t.client_id, to = %peer, messages = handover.messages.len(), "cluster_session_merged_away");
+        let _ = remote.cast(TakeoverMsg::Wire(TakeoverWire::Merge {
+            from: me.clone(),
+            client: t.client_id,
+            handover,
+        }));
+    }
 }
 
 /// Retained messages per `Retained` message.
@@ -101,16 +226,7 @@ pub fn send_retained(shared: &Arc<ClusterShared>, peer: &str) {
         if messages.is_empty() {
             return;
         }
-        // The link's remote ends are learned as the link comes up.
-        let mut remote = None;
-        for _ in 0..50 {
-            remote = remote_takeover(&shared, &peer);
-            if remote.is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let Some(remote) = remote else {
+        let Some(remote) = resolve_takeover(&shared, &peer).await else {
             warn!(peer = %peer, "cluster_retained_not_sent_peer_unresolved");
             return;
         };
@@ -377,6 +493,18 @@ pub struct Takeovers {
     pub retained_added: AtomicU64,
 }
 
+/// [`remote_takeover`], waiting up to 5 s: a link's remote ends are
+/// learned as it comes up.
+async fn resolve_takeover(shared: &ClusterShared, peer: &str) -> Option<ActorRef<TakeoverMsg>> {
+    for _ in 0..50 {
+        if let Some(r) = remote_takeover(shared, peer) {
+            return Some(r);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
 /// The peer's takeover actor on the node behind `peer`'s link.
 fn remote_takeover(shared: &ClusterShared, peer: &str) -> Option<ActorRef<TakeoverMsg>> {
     let link = shared.link(peer)?;
@@ -500,6 +628,41 @@ impl Actor for Takeover {
                     info!(peer = %from, added, "cluster_retained_caught_up");
                 }
             }
+            TakeoverWire::Sessions { from, sessions } => {
+                tokio::spawn(merge_older(shared.clone(), from, sessions));
+            }
+            TakeoverWire::Merge {
+                from,
+                client,
+                handover,
+            } => {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let n = handover.messages.len();
+                    let Some(registry) = shared.ctx.registry() else {
+                        warn!(client_id = %client, peer = %from, messages = n, "cluster_session_merge_lost: no registry");
+                        return;
+                    };
+                    let client_id = ClientId::new(client.as_str());
+                    match ractor::call_t!(
+                        registry,
+                        |reply| RegistryMsg::Absorb {
+                            client: client_id,
+                            handover,
+                            reply,
+                        },
+                        10_000
+                    ) {
+                        Ok(kept) => {
+                            Counters::inc(&shared.counters.sessions_merged_in);
+                            info!(client_id = %client, from = %from, messages = n, kept, "cluster_session_merged_in");
+                        }
+                        Err(e) => {
+                            warn!(client_id = %client, peer = %from, messages = n, error = %e, "cluster_session_merge_lost")
+                        }
+                    }
+                });
+            }
             TakeoverWire::ListClients { id, from, pattern } => {
                 let shared = shared.clone();
                 tokio::spawn(async move {
@@ -574,4 +737,33 @@ async fn hand_over_local(
         ms
     )
     .unwrap_or(HandOverOutcome::NotHere)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp(connected: bool, since_ms: u64) -> SessionStamp {
+        SessionStamp {
+            client_id: "c".into(),
+            connected,
+            since_ms,
+        }
+    }
+
+    #[test]
+    fn the_newest_connection_wins_and_both_nodes_agree() {
+        let cases = [
+            // (a, b, a wins)
+            (stamp(true, 10), stamp(false, 99), true),
+            (stamp(true, 20), stamp(true, 10), true),
+            (stamp(false, 20), stamp(false, 10), true),
+            (stamp(true, 10), stamp(true, 10), false), // a@1 < b@2: b wins
+        ];
+        for (a, b, a_wins) in cases {
+            assert_eq!(newer(&a, "a@1", &b, "b@2"), a_wins, "{a:?} vs {b:?}");
+            // Exactly one side considers itself the older.
+            assert_ne!(newer(&a, "a@1", &b, "b@2"), newer(&b, "b@2", &a, "a@1"));
+        }
+    }
 }

@@ -26,7 +26,11 @@ pub const DATA_GROUP: &str = "roost.cluster.data";
 /// instead of a sequence of `u8`s, and the receiver reads entries in place
 /// ([`DataRef`]). The bytes on the wire happen to be the same as version
 /// 1's, but the version marks the change of declared types.
-pub const WIRE_VERSION: u8 = 2;
+///
+/// 3: `Hello` and `Heartbeat` carry the sender's cluster epoch, the
+/// heartbeat the peers it sees up, route updates the epoch they belong to;
+/// [`Control::Partition`] (issue #5).
+pub const WIRE_VERSION: u8 = 3;
 
 /// Membership, heartbeat and route replication.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,10 +46,13 @@ pub enum Control {
     /// Every `heartbeat_interval` to every peer that is up. Carries the
     /// sender's route version: a receiver whose copy is behind asks for a
     /// snapshot, so routes converge even when a delta was lost.
+    /// Also carries the peers the sender sees up: a node that has one of
+    /// them down sees a partition.
     Heartbeat {
         from: String,
-        incarnation: u64,
+        epoch: u64,
         routes_version: u64,
+        up: Vec<String>,
     },
     Routes(RouteUpdate),
     /// Please send a full route snapshot.
@@ -61,6 +68,8 @@ pub enum Control {
         from: String,
         node: String,
     },
+    /// Between partition supervisors: healing after a partition.
+    Partition(crate::partition::PartitionWire),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,6 +79,8 @@ pub struct Hello {
     /// Start time of the sender's process (ms since the Unix epoch), to
     /// tell a restarted peer from a reconnected one.
     pub incarnation: u64,
+    /// Start of the sender's current cluster subtree ([`crate::ClusterShared::epoch`]).
+    pub epoch: u64,
     /// `host:port` peers dial to reach the sender (a name, resolved again
     /// on every attempt).
     pub advertise: String,
@@ -86,7 +97,8 @@ pub struct Hello {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RouteUpdate {
     pub from: String,
-    pub incarnation: u64,
+    /// The sender's cluster epoch: versions count from 0 in each.
+    pub epoch: u64,
     pub version: u64,
     pub snapshot: bool,
     pub added: Vec<String>,
@@ -238,13 +250,24 @@ mod tests {
                 cluster: "c".into(),
                 from: "a@h".into(),
                 incarnation: 7,
+                epoch: 8,
                 advertise: "h:4370".into(),
                 members: vec![("b@h".into(), "h:4371".into())],
                 want_reply: true,
             }),
+            Control::Heartbeat {
+                from: "a@h".into(),
+                epoch: 8,
+                routes_version: 2,
+                up: vec!["b@h".into()],
+            },
+            Control::Partition(crate::partition::PartitionWire::ViewWanted {
+                from: "a@h".into(),
+                round: 5,
+            }),
             Control::Routes(RouteUpdate {
                 from: "a@h".into(),
-                incarnation: 7,
+                epoch: 8,
                 version: 3,
                 snapshot: false,
                 added: vec!["a/+".into()],

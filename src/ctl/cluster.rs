@@ -1,4 +1,4 @@
-//! `roost ctl cluster status | join HOST:PORT | leave | force-leave NODE`.
+//! `roost ctl cluster status | join HOST:PORT | leave | force-leave NODE [--force]`.
 
 use clap::Subcommand;
 use roost_cluster::ClusterStatus;
@@ -18,9 +18,14 @@ pub enum ClusterCmd {
     /// Leave the cluster gracefully: the other members forget this node.
     Leave,
     /// Remove a member that is down for good (it is forgotten by every member).
+    /// Refused when this node reaches only a minority of the members, or when
+    /// another member still sees NODE up (a partition, not a dead node).
     ForceLeave {
         #[arg(value_name = "NODE")]
         node: String,
+        /// Remove it even then.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -39,8 +44,12 @@ pub(super) fn run(client: &Client, out: &Out, cmd: &ClusterCmd) -> Result<String
             client.send_json(false, "/api/v1/cluster/leave", &serde_json::json!({}))?,
             |d: &ClusterDone| format!("{} left the cluster\n", d.node),
         ),
-        ClusterCmd::ForceLeave { node } => out.show(
-            client.delete(&format!("/api/v1/cluster/members/{}", encode(node)))?,
+        ClusterCmd::ForceLeave { node, force } => out.show(
+            client.delete(&format!(
+                "/api/v1/cluster/members/{}{}",
+                encode(node),
+                if *force { "?force=true" } else { "" }
+            ))?,
             |d: &ClusterDone| format!("{} removed from the cluster\n", d.node),
         ),
     }

@@ -1,7 +1,7 @@
 //! `/api/v1/cluster...`: membership (issue #4), for `roost ctl cluster`.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use roost_cluster::{Cluster, ClusterStatus};
@@ -67,12 +67,21 @@ pub async fn leave(State(app): State<AppState>) -> ApiResult<ClusterDone> {
     }))
 }
 
+/// `?force=true`: even when this node is in a minority, or when other
+/// members still see the node up.
+#[derive(Debug, Default, Deserialize)]
+pub struct ForceLeaveQuery {
+    #[serde(default)]
+    pub force: bool,
+}
+
 pub async fn force_leave(
     State(app): State<AppState>,
     Path(node): Path<String>,
+    Query(q): Query<ForceLeaveQuery>,
 ) -> ApiResult<ClusterDone> {
     let c = cluster(&app)?;
-    c.force_leave(node.clone()).await.map_err(|e| {
+    c.force_leave(node.clone(), q.force).await.map_err(|e| {
         if e.contains("not a member") {
             ApiError::not_found(e)
         } else {

@@ -25,6 +25,12 @@ pub struct ClusterSnapshot {
     pub sessions_moved_out: u64,
     pub takeover_timeouts: u64,
     pub retained_caught_up: u64,
+    pub partitions_detected: u64,
+    pub heals: u64,
+    pub heal_restarts: u64,
+    pub autocleaned: u64,
+    pub sessions_merged_in: u64,
+    pub sessions_merged_out: u64,
 }
 
 pub async fn snapshot(cluster: &Cluster) -> ClusterSnapshot {
@@ -61,6 +67,12 @@ pub async fn snapshot(cluster: &Cluster) -> ClusterSnapshot {
         sessions_moved_out: Counters::get(&shared.takeovers.moved_out),
         takeover_timeouts: Counters::get(&shared.takeovers.timeouts),
         retained_caught_up: Counters::get(&shared.takeovers.retained_added),
+        partitions_detected: Counters::get(&c.partitions_detected),
+        heals: Counters::get(&c.heals),
+        heal_restarts: Counters::get(&c.heal_restarts),
+        autocleaned: Counters::get(&c.autocleaned),
+        sessions_merged_in: Counters::get(&c.sessions_merged_in),
+        sessions_merged_out: Counters::get(&c.sessions_merged_out),
     }
 }
 
@@ -138,6 +150,36 @@ pub fn register(r: &mut Registry, s: &ClusterSnapshot) {
             "cluster_retained_caught_up",
             "Retained messages this node did not have and got from a peer when their link came up",
             s.retained_caught_up,
+        ),
+        (
+            "cluster_partitions_detected",
+            "Partitions this node noticed: a member down here but up for another, or back without a restart",
+            s.partitions_detected,
+        ),
+        (
+            "cluster_heals",
+            "Heal rounds this node coordinated that restarted the losing side",
+            s.heals,
+        ),
+        (
+            "cluster_heal_restarts",
+            "Times this node restarted its cluster subtree because it was on the losing side of a partition",
+            s.heal_restarts,
+        ),
+        (
+            "cluster_autocleaned",
+            "Members removed because they were down longer than cluster.autoclean",
+            s.autocleaned,
+        ),
+        (
+            "cluster_sessions_merged_in",
+            "Older sessions of a client from another node merged into this node's (both held one)",
+            s.sessions_merged_in,
+        ),
+        (
+            "cluster_sessions_merged_out",
+            "Sessions of this node handed to another node that held a newer one of the same client",
+            s.sessions_merged_out,
         ),
     ] {
         r.register(name, help, ConstCounter::new(v));

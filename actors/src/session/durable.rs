@@ -211,6 +211,27 @@ impl DurableQueue {
         self.commit(b)
     }
 
+    /// Append `messages` to the end of the queue (at most `max_len` in the
+    /// queue; the rest is refused). They are on disk only: the next `load`
+    /// pages them in. How many were queued.
+    pub(super) fn append(
+        &mut self,
+        messages: &[roost_storage::QueuedMessage],
+        max_len: u64,
+    ) -> Result<usize, StorageError> {
+        if messages.is_empty() {
+            return Ok(0);
+        }
+        let mut b = Batch::new();
+        b.append_bounded(&self.client_id, messages, max_len);
+        let receipt = blocking(|| self.storage.commit(b))?;
+        self.behind = true;
+        Ok(match receipt.appends.first() {
+            Some((_, roost_storage::AppendOutcome::Queued(seqs))) => seqs.clone().count(),
+            _ => 0,
+        })
+    }
+
     /// The session ended: its record and queue go.
     pub(super) fn delete(&self) -> Result<(), StorageError> {
         let mut b = Batch::new();
