@@ -1029,3 +1029,38 @@ async fn a_member_down_longer_than_autoclean_is_removed_everywhere() {
     assert!(cleaned >= 1, "{cleaned}");
     assert!((s[0].log_text() + &s[1].log_text()).contains("cluster_member_autocleaned"));
 }
+
+/// A three-way split {a} | {b} | {c}, healed: each node saw only itself,
+/// so three one-node cliques; the one running longest wins and the other
+/// two restart their cluster subtree (if links come back one by one, the
+/// rounds go pairwise, with the same count). The cluster re-forms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_way_split_heals_into_one_cluster() {
+    let (s, proxy) = proxied_sites(&["a", "b", "c"]).await;
+    let _nodes: Vec<Node> = s.iter().map(Site::spawn).collect();
+    formed(&s, Duration::from_secs(20)).await;
+    proxy.partition(&[vec![0], vec![1], vec![2]]);
+    within(Duration::from_secs(10), "every node alone", || {
+        s.iter().all(|x| {
+            x.members()
+                .iter()
+                .filter(|(n, st)| *n != x.name && st == "up")
+                .count()
+                == 0
+        })
+    })
+    .await;
+    proxy.heal();
+    within(
+        Duration::from_secs(30),
+        "two nodes restarted to heal",
+        || {
+            s.iter()
+                .map(|x| metric(x, "roost_cluster_heal_restarts_total"))
+                .sum::<u64>()
+                >= 2
+        },
+    )
+    .await;
+    formed(&s, Duration::from_secs(20)).await;
+}
