@@ -130,8 +130,17 @@ impl Counters {
 /// Publish one message: update the retained store when RETAIN is set, then
 /// route it to every matching session. Runs inline on the publisher's actor.
 pub fn publish(ctx: &BrokerCtx, msg: Arc<Message>) -> RouteOutcome {
+    publish_with(ctx, msg, None)
+}
+
+/// [`publish`], with `with` committed in the same store write as the
+/// message's copies for persistent subscribers (or alone when there are
+/// none): a QoS 2 publisher's packet id awaiting PUBREL, so that a crash
+/// can never leave the message stored without the id that makes the
+/// publisher's resend a duplicate. [MQTT-4.3.3-9]
+pub fn publish_with(ctx: &BrokerCtx, msg: Arc<Message>, with: Option<Batch>) -> RouteOutcome {
     Counters::inc(&ctx.counters.messages_received);
-    let outcome = dispatch(ctx, msg);
+    let outcome = dispatch_with(ctx, msg, with);
     if outcome.delivered == 0 && outcome.dropped == 0 && outcome.dropped_queue_full == 0 {
         Counters::inc(&ctx.counters.messages_dropped_no_subscribers);
     }
@@ -142,10 +151,14 @@ pub fn publish(ctx: &BrokerCtx, msg: Arc<Message>) -> RouteOutcome {
 /// and stored the same way, not counted as received from a client (nor as
 /// dropped when nobody subscribes).
 pub fn dispatch(ctx: &BrokerCtx, msg: Arc<Message>) -> RouteOutcome {
+    dispatch_with(ctx, msg, None)
+}
+
+fn dispatch_with(ctx: &BrokerCtx, msg: Arc<Message>, with: Option<Batch>) -> RouteOutcome {
     if msg.retain {
         ctx.retained.apply(&msg);
     }
-    deliver(ctx, &msg, |to_store| ctx.routes.route(&msg, to_store))
+    deliver(ctx, &msg, with, |to_store| ctx.routes.route(&msg, to_store))
 }
 
 /// A message that came from a cluster peer: retained store and this node's
@@ -155,7 +168,7 @@ pub fn dispatch_from_peer(ctx: &BrokerCtx, msg: Arc<Message>) -> RouteOutcome {
     if msg.retain {
         ctx.retained.apply(&msg);
     }
-    deliver(ctx, &msg, |to_store| {
+    deliver(ctx, &msg, None, |to_store| {
         ctx.routes.route_sessions(&msg, to_store)
     })
 }
@@ -168,7 +181,7 @@ pub fn dispatch_shared_from_peer(
     group: &str,
     filter: &str,
 ) -> RouteOutcome {
-    deliver(ctx, &msg, |to_store| {
+    deliver(ctx, &msg, None, |to_store| {
         ctx.routes
             .route_shared_member(&msg, group, filter, to_store)
     })
@@ -179,12 +192,13 @@ pub fn dispatch_shared_from_peer(
 fn deliver(
     ctx: &BrokerCtx,
     msg: &Arc<Message>,
+    with: Option<Batch>,
     route: impl FnOnce(&mut Vec<ToStore>) -> RouteOutcome,
 ) -> RouteOutcome {
     let mut to_store = Vec::new();
     let mut outcome = route(&mut to_store);
-    if !to_store.is_empty() {
-        store_then_push(ctx, msg, to_store, &mut outcome);
+    if !to_store.is_empty() || with.is_some() {
+        store_then_push(ctx, msg, to_store, with, &mut outcome);
     }
     Counters::add(
         &ctx.counters.messages_dropped_inbox_full,
@@ -207,6 +221,7 @@ fn store_then_push(
     ctx: &BrokerCtx,
     msg: &Arc<Message>,
     to_store: Vec<ToStore>,
+    with: Option<Batch>,
     outcome: &mut RouteOutcome,
 ) {
     let Some(storage) = ctx.storage.as_ref() else {
@@ -217,7 +232,7 @@ fn store_then_push(
     };
     let (now, now_ms) = (Instant::now(), unix_ms());
     let max_len = ctx.config.session.max_mqueue_len as u64;
-    let mut batch = Batch::new();
+    let mut batch = with.unwrap_or_else(Batch::new);
     for t in &to_store {
         let queued = QueuedMessage::from_delivery(msg, &t.opts, now, now_ms);
         batch.append_bounded(&t.client, std::slice::from_ref(&queued), max_len);

@@ -12,23 +12,24 @@
 //!
 //! Local-only message type: never serialized, never mirrored to peers.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use roost_protocol::channel::{Channel, ChannelState, ConnectInfo, Effect};
 use roost_protocol::codec::{self, DecodeError};
-use roost_protocol::packet::{reason, ConnAck, Disconnect, Packet, ProtocolVersion};
+use roost_protocol::packet::{reason, ConnAck, Disconnect, Packet, ProtocolVersion, QoS};
 use roost_protocol::ClientId;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn, Instrument, Span};
 
-use crate::broker::{publish, BrokerConfig, BrokerCtx, Counters};
+use crate::broker::{publish_with, BrokerConfig, BrokerCtx, Counters};
 use crate::outbound::Outbound;
 use crate::rate_limit::{tokio_now, PublishLimiter};
 use crate::registry::{OpenRequest, RegistryMsg};
@@ -58,6 +59,11 @@ pub enum ConnectionMsg {
     IdleTimeout,
     /// Close with a reason (takeover, shutdown, overflow, admin kick).
     Kick(u8),
+    /// A new connection of the same client takes the session over: close
+    /// with this reason and answer with the inbound QoS 2 packet ids still
+    /// awaiting PUBREL. Handled after the packets being processed, so every
+    /// PUBLISH this connection routed is in the answer.
+    HandOff(u8, RpcReplyPort<HashSet<u16>>),
     /// The session actor died: close.
     SessionLost,
     /// Closing took too long (the client does not read): stop now.
@@ -112,6 +118,9 @@ pub struct ConnectionState {
     stored: bool,
     session_expiry_update: Option<u32>,
     closing: bool,
+    /// The last PUBLISH's QoS 2 id was stored with it: its PUBREC needs
+    /// no write of its own.
+    awaiting_stored: bool,
     /// Shared with the reader task, which times silence out (no timer
     /// task per connection).
     idle_limit: Arc<IdleLimit>,
@@ -173,6 +182,7 @@ impl Actor for Connection {
             idle_limit,
             session_expiry_update: None,
             closing: false,
+            awaiting_stored: false,
             span,
             _reader: AbortOnDrop(reader),
             _live: args.live,
@@ -227,6 +237,14 @@ impl Actor for Connection {
                 ConnectionMsg::Kick(code) => {
                     st.channel.close(Some(code), &mut st.effects);
                     st.run_effects(&myself).await;
+                }
+                ConnectionMsg::HandOff(code, reply) => {
+                    let ids = st.channel.awaiting_rel().clone();
+                    // Detached: its close must not reach the session.
+                    st.session = None;
+                    st.channel.close(Some(code), &mut st.effects);
+                    st.run_effects(&myself).await;
+                    let _ = reply.send(ids);
                 }
                 ConnectionMsg::SessionLost => {
                     warn!(conn_id = st.conn_id, client_id = ?st.client_id(), "session_lost");
@@ -323,7 +341,12 @@ impl ConnectionState {
     ) -> Option<Box<ConnectInfo>> {
         match e {
             Effect::Send(p) => {
-                if self.stored && matches!(p, Packet::PubRec(_) | Packet::PubComp(_)) {
+                let stored_with_publish =
+                    matches!(p, Packet::PubRec(_)) && std::mem::take(&mut self.awaiting_stored);
+                if self.stored
+                    && !stored_with_publish
+                    && matches!(p, Packet::PubRec(_) | Packet::PubComp(_))
+                {
                     self.store_awaiting_rel();
                 }
                 let _ = self.outbound.send(&p, self.version());
@@ -332,7 +355,13 @@ impl ConnectionState {
                 #[cfg(feature = "test-hooks")]
                 crate::test_hooks::maybe_panic_connection(&m.topic);
                 Counters::inc(&self.ctx.counters.publish_received[m.qos as usize]);
-                let outcome = publish(&self.ctx, Arc::new(m));
+                // A persistent session's new QoS 2 id goes to the store in
+                // the same write as the message (the PUBREC follows).
+                let with = (self.stored && m.qos == QoS::ExactlyOnce)
+                    .then(|| self.awaiting_rel_batch())
+                    .flatten();
+                self.awaiting_stored = with.is_some();
+                let outcome = publish_with(&self.ctx, Arc::new(m), with);
                 for c in outcome.congested {
                     if !self.congested.iter().any(|i| i.same(&c)) {
                         self.congested.push(c);
@@ -391,13 +420,11 @@ impl ConnectionState {
     /// resent with a recorded id is a duplicate [MQTT-4.3.3-9], and an id
     /// released by PUBCOMP is free again.
     fn store_awaiting_rel(&self) {
-        let (Some(storage), Some(client)) = (self.ctx.storage.as_ref(), self.channel.client_id())
+        let (Some(storage), Some(b)) = (self.ctx.storage.as_ref(), self.awaiting_rel_batch())
         else {
             return;
         };
-        let ids: Vec<u16> = self.channel.awaiting_rel().iter().copied().collect();
-        let mut b = roost_storage::Batch::new();
-        b.set_awaiting_rel(client, &ids);
+        let client = self.client_id().unwrap_or_default();
         let result = if storage.options().sync {
             crate::broker::blocking(|| storage.commit(b))
         } else {
@@ -407,6 +434,15 @@ impl ConnectionState {
             Counters::inc(&self.ctx.counters.storage_errors);
             warn!(conn_id = self.conn_id, client_id = %client, error = %e, "qos2_state_write_failed");
         }
+    }
+
+    /// A batch writing the inbound QoS 2 ids awaiting PUBREL.
+    fn awaiting_rel_batch(&self) -> Option<roost_storage::Batch> {
+        let client = self.channel.client_id()?;
+        let ids: Vec<u16> = self.channel.awaiting_rel().iter().copied().collect();
+        let mut b = roost_storage::Batch::new();
+        b.set_awaiting_rel(client, &ids);
+        Some(b)
     }
 
     fn to_session(&self, msg: SessionMsg) {

@@ -86,6 +86,9 @@ pub enum SessionMsg {
 // Local-only (ractor's `cluster` feature: see the workspace Cargo.toml).
 impl ractor::Message for SessionMsg {}
 
+/// Longest a takeover waits for the old connection to hand off.
+const HANDOFF_TIMEOUT_MS: u64 = 2_000;
+
 #[derive(Debug, Clone, Copy)]
 pub enum TimerKind {
     Expire,
@@ -135,6 +138,9 @@ pub struct SessionInfo {
 /// session unnoticed.
 struct ConnLink {
     conn: Option<ActorRef<ConnectionMsg>>,
+    /// The connection wrote its CONNACK (`SessionMsg::Resume`): nothing
+    /// may be written before it. [MQTT-3.2.0-1]
+    resumed: bool,
     conn_id: u64,
     outbound: Arc<Outbound>,
     version: ProtocolVersion,
@@ -322,8 +328,11 @@ impl Actor for Session {
         async move {
             match msg {
                 SessionMsg::Drain => st.drain(),
-                SessionMsg::Attach(req, reply) => st.attach(*req, reply),
+                SessionMsg::Attach(req, reply) => Box::pin(st.attach(*req, reply)).await,
                 SessionMsg::Resume => {
+                    if let Some(l) = st.link.as_mut() {
+                        l.resumed = true;
+                    }
                     // Stored messages first go to the queue, behind what
                     // was inflight: resume sends in order.
                     st.load_durable(false);
@@ -389,7 +398,7 @@ impl SessionActorState {
         self.inbox.drain_into(&mut self.batch);
         let behind = self.inbox.take_behind();
         let now = Instant::now();
-        let online = self.link.is_some();
+        let online = self.online();
         if let Some(dq) = self.durable.as_mut().filter(|_| behind) {
             dq.mark_behind();
         }
@@ -565,6 +574,10 @@ impl SessionActorState {
                 self.out.clear();
                 return;
             };
+            if !link.resumed {
+                // Written after the CONNACK, by `Resume`.
+                return;
+            }
             let result = link.write(&mut self.out, &mut unsent);
             self.out.clear();
             match result {
@@ -624,9 +637,14 @@ impl SessionActorState {
         if let Err(e) = r {
             warn!(client_id = %self.client_id, packet_id, kind, error = %e, "ack_unknown_packet_id");
         }
-        self.load_durable(self.link.is_some());
+        self.load_durable(self.online());
         self.flush();
         self.report(true);
+    }
+
+    /// Attached, and the CONNACK is written: deliveries go out.
+    fn online(&self) -> bool {
+        self.link.as_ref().is_some_and(|l| l.resumed)
     }
 
     /// [MQTT-3.1.4-3] the attached connection (if any) is taken over: it
@@ -640,6 +658,35 @@ impl SessionActorState {
         let _ = old
             .detach()
             .cast(ConnectionMsg::Kick(reason::SESSION_TAKEN_OVER));
+        self.will_at_takeover();
+    }
+
+    /// [`Self::take_over_link`] for a new connection of the same client:
+    /// the old connection finishes the packets it is handling, hands over
+    /// its inbound QoS 2 state and closes, before the new one gets the
+    /// session. Otherwise a QoS 2 PUBLISH the old connection routed in the
+    /// meantime and the client resends (DUP) on the new one would be routed
+    /// twice. [MQTT-4.3.3-9] Bounded: a stuck old connection is kicked.
+    async fn take_over_link_waiting(&mut self) {
+        let Some(old) = self.link.take() else {
+            return;
+        };
+        info!(client_id = %self.client_id, "takeover_begin");
+        let conn = old.detach();
+        match ractor::call_t!(
+            conn,
+            |reply| ConnectionMsg::HandOff(reason::SESSION_TAKEN_OVER, reply),
+            HANDOFF_TIMEOUT_MS
+        ) {
+            Ok(ids) => self.awaiting_rel.extend(ids),
+            Err(_) => {
+                let _ = conn.cast(ConnectionMsg::Kick(reason::SESSION_TAKEN_OVER));
+            }
+        }
+        self.will_at_takeover();
+    }
+
+    fn will_at_takeover(&mut self) {
         if self
             .will
             .as_ref()
@@ -669,7 +716,7 @@ impl SessionActorState {
             .map(|m| m.queued)
             .collect();
         let n = queued.len();
-        let online = self.link.is_some();
+        let online = self.online();
         let kept = if let Some(dq) = self.durable.as_mut() {
             let max = self.ctx.config.session.max_mqueue_len as u64;
             match dq.append(&queued, max) {
@@ -766,8 +813,8 @@ impl SessionActorState {
         SessionHandover { record, messages }
     }
 
-    fn attach(&mut self, req: AttachRequest, reply: RpcReplyPort<Attached>) {
-        self.take_over_link();
+    async fn attach(&mut self, req: AttachRequest, reply: RpcReplyPort<Attached>) {
+        self.take_over_link_waiting().await;
         self.generation += 1;
         // A session that served a connection before is resumed. A clean
         // start always gets a fresh session actor from the registry.
@@ -781,6 +828,7 @@ impl SessionActorState {
         self.version = info.version;
         self.link = Some(ConnLink {
             conn: Some(req.conn),
+            resumed: false,
             conn_id: req.conn_id,
             outbound: req.outbound,
             version: info.version,

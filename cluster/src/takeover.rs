@@ -81,6 +81,18 @@ pub enum TakeoverWire {
         from: String,
         sessions: Vec<SessionStamp>,
     },
+    /// Before the sender hands a session over after a link came up: tell
+    /// it once what your forward queue to it held now has been delivered
+    /// (or after [`FLUSH_LIMIT`]). Messages queued for the sender while it
+    /// was away may be for the session it is about to hand over.
+    FlushWanted {
+        id: u64,
+        from: String,
+    },
+    Flushed {
+        id: u64,
+        from: String,
+    },
     /// The sender's session of `client` was the older: here it is, to
     /// merge into the receiver's.
     Merge {
@@ -152,6 +164,49 @@ pub fn reconcile_sessions(shared: &Arc<ClusterShared>, peer: &str) {
     });
 }
 
+/// Longest a peer waits for its forward queue to this node to deliver
+/// what it held when asked ([`TakeoverWire::FlushWanted`]).
+const FLUSH_LIMIT: Duration = Duration::from_secs(5);
+
+/// Wait until every up peer delivered what its forward queue to this node
+/// held when asked (bounded): the messages published for a session here
+/// while this node was away or cut off, before the others knew where its
+/// client went.
+async fn forward_barrier(shared: &ClusterShared) {
+    let me = shared.settings.node_name.clone();
+    let limit = FLUSH_LIMIT + Duration::from_secs(1);
+    let got = ask_all(shared, &shared.takeovers.flushes, limit, |id| {
+        TakeoverWire::FlushWanted {
+            id,
+            from: me.clone(),
+        }
+    })
+    .await;
+    if !got.silent.is_empty() {
+        warn!(peers = ?got.silent, "cluster_forward_barrier_incomplete");
+    }
+}
+
+/// Answer a [`TakeoverWire::FlushWanted`] of `peer` once the entries our
+/// queue to it holds now are acknowledged (or dropped), or the queue is
+/// empty, or after [`FLUSH_LIMIT`].
+async fn flushed_to(shared: &ClusterShared, peer: &str) {
+    let Some(link) = shared.link(peer) else {
+        return;
+    };
+    let target = link.mailbox.stats().pushed;
+    let deadline = tokio::time::Instant::now() + FLUSH_LIMIT;
+    loop {
+        let s = link.mailbox.stats();
+        let settled = s.acked + s.dropped_queue_full + s.dropped_expired + s.dropped_store_error;
+        let empty = s.memory_messages + s.disk_messages + s.unacked_messages == 0;
+        if empty || settled >= target || tokio::time::Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// `peer`'s sessions arrived: hand ours that are older over to it.
 async fn merge_older(shared: Arc<ClusterShared>, peer: String, theirs: Vec<SessionStamp>) {
     let infos = match roost_actors::registry::session_infos(&shared.ctx).await {
@@ -174,13 +229,22 @@ async fn merge_older(shared: Arc<ClusterShared>, peer: String, theirs: Vec<Sessi
             (id, stamp)
         })
         .collect();
-    for t in theirs {
-        let Some(o) = ours.get(&t.client_id) else {
-            continue;
-        };
-        if !newer(&t, &peer, o, &me) {
-            continue;
-        }
+    let older: Vec<SessionStamp> = theirs
+        .into_iter()
+        .filter(|t| {
+            ours.get(&t.client_id)
+                .is_some_and(|o| newer(t, &peer, o, &me))
+        })
+        .collect();
+    if older.is_empty() {
+        return;
+    }
+    // The other links of the same return come up meanwhile; then what the
+    // peers queued for this node while it was away lands in the sessions
+    // before they move.
+    tokio::time::sleep(shared.settings.heartbeat_interval).await;
+    forward_barrier(&shared).await;
+    for t in older {
         // Ours is the older: it ends here (its connection, if any, gets
         // DISCONNECT 0x8E) and its messages go to the newer one.
         let HandOverOutcome::Moved(handover) = hand_over_local(&shared, &t.client_id, false).await
@@ -484,6 +548,7 @@ pub struct Takeovers {
     next_id: AtomicU64,
     takeovers: Gatherings<HandOverOutcome>,
     lists: Gatherings<Vec<ClientRow>>,
+    flushes: Gatherings<()>,
     /// Sessions that moved here from a peer, and from here to a peer.
     pub moved_in: AtomicU64,
     pub moved_out: AtomicU64,
@@ -630,6 +695,22 @@ impl Actor for Takeover {
             }
             TakeoverWire::Sessions { from, sessions } => {
                 tokio::spawn(merge_older(shared.clone(), from, sessions));
+            }
+            TakeoverWire::FlushWanted { id, from } => {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    flushed_to(&shared, &from).await;
+                    if let Some(r) = remote_takeover(&shared, &from) {
+                        let reply = TakeoverWire::Flushed {
+                            id,
+                            from: shared.settings.node_name.clone(),
+                        };
+                        let _ = r.cast(TakeoverMsg::Wire(reply));
+                    }
+                });
+            }
+            TakeoverWire::Flushed { id, from } => {
+                let _ = shared.takeovers.flushes.answer(id, &from, ());
             }
             TakeoverWire::Merge {
                 from,
