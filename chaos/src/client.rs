@@ -1,6 +1,8 @@
 //! A minimal async MQTT client over a tokio `TcpStream`, built on the
 //! roost-protocol codec. It is a load client, not a general-purpose library:
-//! no reconnection, no session state, no QoS 2.
+//! no reconnection and no session state here. The codec speaks every packet,
+//! so callers that need QoS 2 or a resumed session run the PUBREC / PUBREL /
+//! PUBCOMP exchanges and the resends themselves (`crate::history` does).
 //!
 //! The connection splits into a [`PacketReader`] and a [`PacketWriter`] so a
 //! load task can read acknowledgements while another writes. The writer
@@ -298,12 +300,15 @@ impl PacketWriter {
     /// Best effort: discards what is queued, sends DISCONNECT, shuts the
     /// socket down. Bounded by `wait`; errors are ignored (the broker may
     /// already be gone).
-    pub async fn disconnect(mut self, wait: Duration) {
-        self.buf.clear();
-        if self
-            .queue(&Packet::Disconnect(Disconnect::default()))
-            .is_err()
-        {
+    pub async fn disconnect(self, wait: Duration) {
+        self.disconnect_with(Disconnect::default(), wait).await;
+    }
+
+    /// [`PacketWriter::disconnect`] with a given DISCONNECT, e.g. one whose
+    /// 5.0 Session Expiry Interval of 0 ends a persistent session. What was
+    /// queued before is written first (acknowledgements still owed).
+    pub async fn close_with(mut self, disconnect: Disconnect, wait: Duration) {
+        if self.queue(&Packet::Disconnect(disconnect)).is_err() {
             return;
         }
         let _ = timeout(wait, async {
@@ -312,9 +317,15 @@ impl PacketWriter {
         })
         .await;
     }
+
+    /// Discards what is queued, then [`PacketWriter::close_with`].
+    pub async fn disconnect_with(mut self, disconnect: Disconnect, wait: Duration) {
+        self.buf.clear();
+        self.close_with(disconnect, wait).await;
+    }
 }
 
-/// Builds a QoS 0/1 PUBLISH.
+/// Builds a PUBLISH (any QoS; `packet_id` is ignored on the wire at QoS 0).
 pub fn publish(topic: &ByteString, qos: QoS, packet_id: u16, payload: bytes::Bytes) -> Publish {
     Publish {
         dup: false,

@@ -14,6 +14,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod history;
 pub mod procstat;
 pub mod proxy;
 pub mod rlimit;
