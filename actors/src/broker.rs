@@ -232,7 +232,7 @@ fn store_then_push(
     };
     let (now, now_ms) = (Instant::now(), unix_ms());
     let max_len = ctx.config.session.max_mqueue_len as u64;
-    let mut batch = with.unwrap_or_else(Batch::new);
+    let mut batch = with.unwrap_or_default();
     for t in &to_store {
         let queued = QueuedMessage::from_delivery(msg, &t.opts, now, now_ms);
         batch.append_bounded(&t.client, std::slice::from_ref(&queued), max_len);

@@ -5,6 +5,12 @@
 //! the summary on stderr). `roost-chaos bench-table FILE...` renders JSON
 //! reports of several brokers as markdown tables with ratios against a
 //! baseline. See `chaos/bench-compare.sh`.
+//!
+//! The chaos scenarios (docs/CHAOS.md): `roost-chaos kill-restart |
+//! partition-heal | two-node-split | three-way-split | stale-peer-restart |
+//! flapping-link | slow-node | all [--long] [--nodes N] [--roost PATH]
+//! [--json FILE] [--keep]`. Exit code 0: every scenario passed; 1: one
+//! failed; 2: a usage error.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,6 +20,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use roost_chaos::bench::backlog::{self, BacklogConfig};
 use roost_chaos::bench::{self, BenchConfig, Scenario};
+use roost_chaos::scenario::{self as chaos, Kind};
 use roost_protocol::packet::{ProtocolVersion, QoS};
 
 #[derive(Parser)]
@@ -42,6 +49,42 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Chaos: SIGKILL a node under load, restart it a few seconds later.
+    KillRestart(ChaosArgs),
+    /// Chaos: partition a majority from a minority, then heal.
+    PartitionHeal(ChaosArgs),
+    /// Chaos: split a 2-node cluster, then heal.
+    TwoNodeSplit(ChaosArgs),
+    /// Chaos: split 3 nodes into {n1} | {n2} | {n3}, then heal.
+    ThreeWaySplit(ChaosArgs),
+    /// Chaos: kill every node at once, restart all but one together.
+    StalePeerRestart(ChaosArgs),
+    /// Chaos: reset and block the n1-n2 link again and again.
+    FlappingLink(ChaosArgs),
+    /// Chaos: SIGSTOP a node past the heartbeat timeout, then slow links.
+    SlowNode(ChaosArgs),
+    /// Chaos: every scenario above, in turn.
+    All(ChaosArgs),
+}
+
+/// Options of every chaos scenario.
+#[derive(Args, Debug)]
+struct ChaosArgs {
+    /// Long mode: more load and the fault repeated (minutes per scenario).
+    #[arg(long)]
+    long: bool,
+    /// Nodes (default: 3; 2 for two-node-split).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=64))]
+    nodes: Option<u8>,
+    /// The roost binary (default: the one next to roost-chaos, else `roost` on $PATH).
+    #[arg(long)]
+    roost: Option<PathBuf>,
+    /// Append one JSON object per scenario (one line each) to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Keep each run directory (node configs, data, logs); its path is printed.
+    #[arg(long)]
+    keep: bool,
 }
 
 #[derive(Subcommand)]
@@ -232,10 +275,22 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Bench { scenario } => run_bench(scenario),
-        Command::BenchTable { baseline, files } => bench_table(&baseline, &files),
+    let (kinds, args) = match cli.command {
+        Command::KillRestart(a) => (vec![Kind::KillRestart], a),
+        Command::PartitionHeal(a) => (vec![Kind::PartitionHeal], a),
+        Command::TwoNodeSplit(a) => (vec![Kind::TwoNodeSplit], a),
+        Command::ThreeWaySplit(a) => (vec![Kind::ThreeWaySplit], a),
+        Command::StalePeerRestart(a) => (vec![Kind::StalePeerRestart], a),
+        Command::FlappingLink(a) => (vec![Kind::FlappingLink], a),
+        Command::SlowNode(a) => (vec![Kind::SlowNode], a),
+        Command::All(a) => (Kind::ALL.to_vec(), a),
+        Command::Bench { scenario } => return exit(run_bench(scenario)),
+        Command::BenchTable { baseline, files } => return exit(bench_table(&baseline, &files)),
     };
+    run_chaos(&kinds, args)
+}
+
+fn exit(result: Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -243,6 +298,125 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Exit code of a usage error (clap's too).
+const USAGE: u8 = 2;
+
+fn usage_error(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("roost-chaos: {message}");
+    ExitCode::from(USAGE)
+}
+
+/// Runs chaos scenarios one after the other: each report on stdout as it
+/// completes (and appended to `--json`), a summary after several.
+fn run_chaos(kinds: &[Kind], args: ChaosArgs) -> ExitCode {
+    let roost = match find_roost(args.roost) {
+        Ok(p) => p,
+        Err(e) => return usage_error(e),
+    };
+    let opts = chaos::Options {
+        long: args.long,
+        nodes: args.nodes.map(usize::from),
+        roost,
+        keep: args.keep,
+        base_dir: None,
+    };
+    for &k in kinds {
+        if let Err(e) = opts.nodes_for(k) {
+            return usage_error(format!("{e:#}"));
+        }
+    }
+    let json = match &args.json {
+        None => None,
+        Some(path) => match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            Ok(f) => Some(f),
+            Err(e) => return usage_error(format!("--json {}: {e}", path.display())),
+        },
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("roost-chaos: tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut reports = Vec::new();
+    for &kind in kinds {
+        eprintln!("roost-chaos: running {} ...", kind.name());
+        // Ctrl-C drops the scenario, and with it every node process.
+        let report = runtime.block_on(async {
+            tokio::select! {
+                r = chaos::run(kind, &opts) => Some(r),
+                _ = tokio::signal::ctrl_c() => None,
+            }
+        });
+        let Some(report) = report else {
+            eprintln!("roost-chaos: interrupted");
+            return ExitCode::FAILURE;
+        };
+        print!("{}", report.human());
+        if !report.passed {
+            for (node, lines) in &report.node_logs {
+                eprintln!("--- {node}: last warnings and errors\n{lines}");
+            }
+        }
+        if let Some(mut f) = json.as_ref() {
+            use std::io::Write as _;
+            let line = serde_json::to_string(&report).unwrap_or_else(|e| {
+                serde_json::json!({ "scenario": report.scenario, "error": e.to_string() })
+                    .to_string()
+            });
+            if let Err(e) = writeln!(f, "{line}") {
+                eprintln!("roost-chaos: cannot write the JSON report: {e}");
+            }
+        }
+        reports.push(report);
+    }
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    if reports.len() > 1 {
+        print!("\n{}", chaos::summary(&reports));
+    }
+    if reports.iter().all(|r| r.passed) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// `--roost`, else `roost` next to this binary, else the first on `$PATH`.
+fn find_roost(given: Option<PathBuf>) -> Result<PathBuf, String> {
+    if let Some(p) = given {
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(format!("--roost {}: no such file", p.display()))
+        };
+    }
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("roost")));
+    let on_path = std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("roost"))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    beside
+        .into_iter()
+        .chain(on_path)
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            "no roost binary next to roost-chaos or on $PATH: give --roost PATH".to_owned()
+        })
 }
 
 fn run_bench(cmd: ScenarioCmd) -> Result<()> {
@@ -440,6 +614,33 @@ mod tests {
         assert!(parse(&["--messages", "10", "--bytes", "1GB"]).is_err());
         assert!(parse(&["--payload", "1024"]).is_err(), "a size is required");
         assert!(parse(&["--messages", "10"]).is_ok());
+    }
+
+    #[test]
+    fn chaos_subcommands_parse() {
+        let cli = Cli::try_parse_from([
+            "roost-chaos",
+            "partition-heal",
+            "--long",
+            "--nodes",
+            "5",
+            "--json",
+            "out.json",
+            "--keep",
+            "--roost",
+            "/x/roost",
+        ])
+        .expect("parse");
+        let Command::PartitionHeal(a) = cli.command else {
+            panic!("wrong command");
+        };
+        assert!(a.long && a.keep);
+        assert_eq!(a.nodes, Some(5));
+        assert_eq!(a.json.as_deref(), Some(std::path::Path::new("out.json")));
+        assert!(Cli::try_parse_from(["roost-chaos", "all"]).is_ok());
+        assert!(Cli::try_parse_from(["roost-chaos", "slow-node", "--nodes", "0"]).is_err());
+        assert!(Cli::try_parse_from(["roost-chaos", "nope"]).is_err());
+        assert!(find_roost(Some(PathBuf::from("/nonexistent/roost"))).is_err());
     }
 
     #[test]

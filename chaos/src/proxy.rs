@@ -128,7 +128,6 @@ impl FaultProxy {
                 }
                 let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
                 let addr = listener.local_addr()?;
-                crate::nodes::note_port_used(addr.port());
                 proxy.addrs[from * n + to] = Some(addr);
                 let upstream = SocketAddr::from(([127, 0, 0, 1], port));
                 proxy.listeners.push(tokio::spawn(accept_loop(
