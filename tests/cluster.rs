@@ -1064,3 +1064,24 @@ async fn a_three_way_split_heals_into_one_cluster() {
     .await;
     formed(&s, Duration::from_secs(20)).await;
 }
+
+/// A node remembers its peers' routes: restarted while its peer is frozen
+/// (SIGSTOP), it still queues what is published for the peer's subscriber,
+/// and the subscriber gets it once the peer is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_forwards_to_a_peer_it_has_not_reached_yet() {
+    let s = sites(&["a", "b"]);
+    let a = s[0].spawn();
+    let b = s[1].spawn();
+    formed(&s, Duration::from_secs(15)).await;
+    let mut sub = subscriber(&s[1], "far", "far/#").await;
+    routes_reach(&s[0], &s[1], 1).await;
+    // Routes are stored at most once a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    a.kill9();
+    b.signal("STOP");
+    let (_a, _) = s[0].start().await;
+    publish_n(&s[0], "far/x", "r", 3).await;
+    b.signal("CONT");
+    receive_in_order(&mut sub, "r", 3).await;
+}

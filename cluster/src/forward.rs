@@ -13,7 +13,7 @@
 //! already applied, so a message is delivered once per link incarnation.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -463,8 +463,6 @@ pub struct IngressArgs {
 
 pub struct IngressState {
     shared: Arc<ClusterShared>,
-    /// (sender, its incarnation) -> the last seq applied.
-    applied: HashMap<String, (u64, u64)>,
 }
 
 impl Actor for Ingress {
@@ -480,7 +478,6 @@ impl Actor for Ingress {
         ractor::pg::join(wire::DATA_GROUP.to_string(), vec![myself.get_cell()]);
         Ok(IngressState {
             shared: args.shared,
-            applied: HashMap::new(),
         })
     }
 
@@ -512,13 +509,18 @@ impl Actor for Ingress {
                 incarnation,
                 entries,
             } => {
-                if !state.applied.contains_key(from) {
-                    state.applied.insert(from.to_owned(), (incarnation, 0));
-                }
-                let last = state.applied.get_mut(from).expect("inserted above");
-                if last.0 != incarnation {
-                    *last = (incarnation, 0);
-                }
+                // What was applied outlives this actor (`ClusterShared`):
+                // after a restart of the cluster subtree (a heal) the
+                // senders resend their unacknowledged window, and it must
+                // not be published twice.
+                let mut last = {
+                    let mut applied = shared.applied.lock();
+                    let last = applied.entry(from.to_owned()).or_insert((incarnation, 0));
+                    if last.0 != incarnation {
+                        *last = (incarnation, 0);
+                    }
+                    *last
+                };
                 let mut through = last.1;
                 let (now, now_ms) = (Instant::now(), unix_ms());
                 let mut applied = 0u64;
@@ -572,6 +574,7 @@ impl Actor for Ingress {
                     }
                     through = through.max(seq);
                     last.1 = seq;
+                    shared.applied.lock().insert(from.to_owned(), last);
                     if !limit.is_zero() && paused >= limit {
                         send_ack(shared, from, incarnation, through);
                         paused = Duration::ZERO;

@@ -47,6 +47,15 @@ use crate::wire::{self, Control, Hello, RouteUpdate};
 
 /// Key prefix of member records in the store's `cluster` column family.
 pub const MEMBER_PREFIX: &str = "member/";
+/// A member's routes as last known, so a restarted node forwards to its
+/// peers (into their durable queues) before their links are back.
+pub const ROUTES_PREFIX: &str = "routes/";
+
+/// The value under [`ROUTES_PREFIX`]`<member>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredRoutes {
+    pub filters: Vec<String>,
+}
 
 /// A member as persisted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -232,6 +241,9 @@ pub struct State {
     early_hellos: HashMap<String, Hello>,
     /// The peers each up peer saw up, from its last heartbeat.
     seen_by: HashMap<String, BTreeSet<String>>,
+    /// Members whose routes changed since they were last stored.
+    routes_dirty: BTreeSet<String>,
+    routes_saved_at: Instant,
 }
 
 impl Actor for Membership {
@@ -269,6 +281,8 @@ impl Actor for Membership {
             departed: BTreeSet::new(),
             early_hellos: HashMap::new(),
             seen_by: HashMap::new(),
+            routes_dirty: BTreeSet::new(),
+            routes_saved_at: Instant::now(),
             shared,
         };
         state.load_members();
@@ -276,6 +290,18 @@ impl Actor for Membership {
         // links of the previous one are gone with its NodeServer.
         for name in state.peers.keys().cloned().collect::<Vec<_>>() {
             state.ensure_link(&name);
+        }
+        // Their routes as last known: what is published here before their
+        // links are back goes to their (durable) forward queues. Their
+        // snapshots replace them when the links come up.
+        let known: Vec<(String, Vec<String>)> = state
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.routes.2.is_empty())
+            .map(|(n, p)| (n.clone(), p.routes.2.iter().cloned().collect()))
+            .collect();
+        for (name, filters) in known {
+            state.attach_routes(&name, filters, Vec::new());
         }
         state.start_server(&myself).await;
         myself.send_interval(TICK, || MembershipMsg::Tick);
@@ -916,8 +942,14 @@ impl State {
         *inc = u.epoch;
         *ver = u.version;
         let from = u.from;
-        if let Some(link) = self.shared.link(&from) {
-            let name = forward::sink_name(&from);
+        self.routes_dirty.insert(from.clone());
+        self.attach_routes(&from, added, removed);
+    }
+
+    /// Route `added` filters to `from`'s link, and no longer `removed`.
+    fn attach_routes(&self, from: &str, added: Vec<String>, removed: Vec<String>) {
+        if let Some(link) = self.shared.link(from) {
+            let name = forward::sink_name(from);
             let routes = &self.shared.ctx.routes;
             let (removed_shared, removed): (Vec<String>, Vec<String>) =
                 removed.into_iter().partition(|f| f.starts_with("$share/"));
@@ -1026,6 +1058,12 @@ impl State {
         }
         // Heartbeats and routes.
         self.export_routes();
+        if !self.routes_dirty.is_empty()
+            && now.duration_since(self.routes_saved_at) >= Duration::from_secs(1)
+        {
+            self.routes_saved_at = now;
+            self.persist_routes();
+        }
         if now.duration_since(self.last_heartbeat) >= self.settings().heartbeat_interval {
             self.last_heartbeat = now;
             let hb = Control::Heartbeat {
@@ -1305,6 +1343,7 @@ impl State {
         if let Some(storage) = &self.shared.storage {
             let mut b = Batch::new();
             b.delete_cluster(&format!("{MEMBER_PREFIX}{name}"));
+            b.delete_cluster(&format!("{ROUTES_PREFIX}{name}"));
             if let Err(e) = blocking(|| storage.commit(b)) {
                 warn!(peer = %name, error = %e, "cluster_member_store_failed");
             }
@@ -1342,6 +1381,37 @@ impl State {
                 }
             }
             Err(e) => error!(error = %e, "cluster_members_unreadable: starting with none"),
+        }
+        match storage.load_cluster::<StoredRoutes>(ROUTES_PREFIX) {
+            Ok(records) => {
+                for (key, r) in records {
+                    if let Some(p) = self.peers.get_mut(&key[ROUTES_PREFIX.len()..]) {
+                        p.routes.2 = r.filters.into_iter().collect();
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "cluster_routes_unreadable: waiting for the peers' snapshots")
+            }
+        }
+    }
+
+    /// Store the routes of the members whose routes changed (at most once a
+    /// second: a busy peer's subscriptions change often).
+    fn persist_routes(&mut self) {
+        let Some(storage) = &self.shared.storage else {
+            self.routes_dirty.clear();
+            return;
+        };
+        let mut b = Batch::new();
+        for name in std::mem::take(&mut self.routes_dirty) {
+            if let Some(p) = self.peers.get(&name) {
+                let filters = p.routes.2.iter().cloned().collect();
+                b.put_cluster(&format!("{ROUTES_PREFIX}{name}"), &StoredRoutes { filters });
+            }
+        }
+        if let Err(e) = blocking(|| storage.commit(b)) {
+            warn!(error = %e, "cluster_routes_store_failed");
         }
     }
 

@@ -65,6 +65,9 @@ pub struct ClusterShared {
     pub forwarder: RwLock<Option<ActorRef<ForwarderMsg>>>,
     pub counters: ClusterCounters,
     pub takeovers: Takeovers,
+    /// Forwarded entries applied here: sender -> (its incarnation, last
+    /// seq). Kept across restarts of the `cluster` subtree.
+    pub applied: parking_lot::Mutex<std::collections::HashMap<String, (u64, u64)>>,
 }
 
 impl ClusterShared {
@@ -86,6 +89,7 @@ impl ClusterShared {
             forwarder: RwLock::new(None),
             counters: ClusterCounters::default(),
             takeovers: Takeovers::default(),
+            applied: parking_lot::Mutex::new(std::collections::HashMap::new()),
         })
     }
 
