@@ -39,7 +39,6 @@
 //! `roost_cluster_autocleaned_total`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -173,13 +172,7 @@ impl Actor for Partition {
         let shared = args.shared;
         *shared.partition.write() = Some(myself.clone());
         // Restarted alone: the links that are up now are not returns.
-        let up = shared
-            .links
-            .read()
-            .iter()
-            .filter(|(_, l)| l.up.load(Ordering::Acquire))
-            .map(|(n, _)| n.clone())
-            .collect();
+        let up = shared.up_peer_names().into_iter().collect();
         myself.send_interval(TICK, || PartitionMsg::Tick);
         Ok(State {
             me: shared.settings.node_name.clone(),

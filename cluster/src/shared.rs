@@ -107,6 +107,16 @@ impl ClusterShared {
         e
     }
 
+    /// The peers whose link is up now.
+    pub fn up_peer_names(&self) -> Vec<String> {
+        self.links
+            .read()
+            .iter()
+            .filter(|(_, l)| l.up.load(std::sync::atomic::Ordering::Acquire))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
     pub fn link(&self, peer: &str) -> Option<Arc<PeerLink>> {
         self.links.read().get(peer).cloned()
     }

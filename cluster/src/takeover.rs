@@ -380,14 +380,8 @@ pub async fn remote_clients(shared: &Arc<ClusterShared>, pattern: Option<String>
 
 /// Up peers with their takeover actor.
 fn up_peers(shared: &ClusterShared) -> Vec<(String, ActorRef<TakeoverMsg>)> {
-    let names: Vec<String> = shared
-        .links
-        .read()
-        .iter()
-        .filter(|(_, l)| l.up.load(Ordering::Acquire))
-        .map(|(n, _)| n.clone())
-        .collect();
-    names
+    shared
+        .up_peer_names()
         .into_iter()
         .filter_map(|n| remote_takeover(shared, &n).map(|r| (n, r)))
         .collect()
