@@ -1085,3 +1085,53 @@ async fn a_restarted_node_forwards_to_a_peer_it_has_not_reached_yet() {
     b.signal("CONT");
     receive_in_order(&mut sub, "r", 3).await;
 }
+
+/// A session moves a -> b while a publisher on a publishes to it without
+/// a pause: what a routes for it before it learns b's route is redirected
+/// to b (and not twice once it knows it). Every acknowledged message
+/// arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_routed_to_the_old_node_while_a_session_moves_follow_it() {
+    let s = sites(&["a", "b", "c"]);
+    let _nodes: Vec<Node> = s.iter().map(Site::spawn).collect();
+    formed(&s, Duration::from_secs(15)).await;
+    let connect = common::persistent_v5("follow", 300);
+    let (mut on_a, _) = Raw::connect_with(s[0].mqtt, connect.clone()).await;
+    on_a.subscribe(1, "fw/#", QoS::AtLeastOnce).await;
+    const N: u32 = 1500;
+    let a_mqtt = s[0].mqtt;
+    let publisher = tokio::spawn(async move {
+        let (mut p, _) = Raw::connect(a_mqtt, ProtocolVersion::V311, "fw-pub", true).await;
+        for i in 0..N {
+            p.publish_qos1("fw/x", format!("{i}"), (i % 60_000 + 1) as u16)
+                .await;
+        }
+    });
+    // Let some flow to a, then move the session to b mid-stream.
+    let mut got = std::collections::BTreeMap::<u32, u32>::new();
+    for _ in 0..50 {
+        let m = on_a.expect_publish().await;
+        *got.entry(std::str::from_utf8(&m.payload).unwrap().parse().unwrap())
+            .or_default() += 1;
+        on_a.puback(m.packet_id).await;
+    }
+    let (mut on_b, ack) = Raw::connect_with(s[1].mqtt, connect.clone()).await;
+    assert!(ack.session_present);
+    // Read while c publishes (a subscriber that reads nothing would hit its
+    // queue bound, a loss by design, not the move's).
+    while got.len() < N as usize {
+        match on_b.recv_within(Duration::from_secs(5)).await {
+            Some(Packet::Publish(m)) => {
+                *got.entry(std::str::from_utf8(&m.payload).unwrap().parse().unwrap())
+                    .or_default() += 1;
+                on_b.puback(m.packet_id).await;
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    publisher.await.unwrap();
+    let missing: Vec<u32> = (0..N).filter(|i| !got.contains_key(i)).collect();
+    assert!(missing.is_empty(), "never delivered: {missing:?}");
+    assert!(metric(&s[1], "roost_cluster_redirected_total") > 0);
+}

@@ -87,6 +87,8 @@ pub enum RegistryMsg {
     HandOver {
         client: ClientId,
         clean_start: bool,
+        /// Where what still routes here for it goes meanwhile.
+        redirect: Option<Arc<dyn crate::router::ClientRedirect>>,
         reply: RpcReplyPort<HandOverOutcome>,
     },
     /// Another node's session of `client`, older than this node's (both
@@ -97,6 +99,14 @@ pub enum RegistryMsg {
         client: ClientId,
         handover: Box<SessionHandover>,
         reply: RpcReplyPort<usize>,
+    },
+    /// Messages for `client` that another node's router sent after the
+    /// client's session moved here: into its queue. `None`: no session
+    /// here (yet).
+    Redirected {
+        client: ClientId,
+        messages: Vec<QueuedMessage>,
+        reply: RpcReplyPort<Option<usize>>,
     },
 }
 
@@ -203,9 +213,10 @@ impl Actor for Registry {
             RegistryMsg::HandOver {
                 client,
                 clean_start,
+                redirect,
                 reply,
             } => {
-                let r = st.hand_over(client, clean_start).await;
+                let r = st.hand_over(client, clean_start, redirect).await;
                 let _ = reply.send(r);
             }
             RegistryMsg::Absorb {
@@ -215,6 +226,25 @@ impl Actor for Registry {
             } => {
                 let r = st.absorb(&myself, client, handover).await;
                 let _ = reply.send(r);
+            }
+            RegistryMsg::Redirected {
+                client,
+                messages,
+                reply,
+            } => {
+                let Some(actor) = st.sessions.get(&client).map(|e| e.actor.clone()) else {
+                    let _ = reply.send(None);
+                    return Ok(());
+                };
+                // Off the registry: the session may be busy.
+                tokio::spawn(async move {
+                    let kept = ractor::call_t!(
+                        actor,
+                        |r| SessionMsg::Absorb(messages, r),
+                        CALL_TIMEOUT.as_millis() as u64
+                    );
+                    let _ = reply.send(kept.ok());
+                });
             }
             RegistryMsg::KickAll(code) => {
                 for e in st.sessions.values() {
@@ -289,7 +319,12 @@ impl RegistryState {
     }
 
     /// Another node takes `client` over.
-    async fn hand_over(&mut self, client: ClientId, clean_start: bool) -> HandOverOutcome {
+    async fn hand_over(
+        &mut self,
+        client: ClientId,
+        clean_start: bool,
+        redirect: Option<Arc<dyn crate::router::ClientRedirect>>,
+    ) -> HandOverOutcome {
         let Some(actor) = self.sessions.get(&client).map(|e| e.actor.clone()) else {
             return HandOverOutcome::NotHere;
         };
@@ -305,7 +340,11 @@ impl RegistryState {
             info!(client_id = %client, "session_discarded_for_another_node");
             return HandOverOutcome::Discarded;
         }
-        match ractor::call_t!(actor, SessionMsg::HandOver, CALL_TIMEOUT.as_millis() as u64) {
+        match ractor::call_t!(
+            actor,
+            |r| SessionMsg::HandOver(redirect, r),
+            CALL_TIMEOUT.as_millis() as u64
+        ) {
             Ok(h) => HandOverOutcome::Moved(h),
             Err(e) => {
                 // Logged and killed: the new node starts the session afresh.
@@ -325,9 +364,10 @@ impl RegistryState {
     ) -> usize {
         let n = handover.messages.len();
         if let Some(actor) = self.sessions.get(&client).map(|e| e.actor.clone()) {
+            let queued = handover.into_queued();
             return match ractor::call_t!(
                 actor,
-                |reply| SessionMsg::Absorb(handover, reply),
+                |reply| SessionMsg::Absorb(queued, reply),
                 CALL_TIMEOUT.as_millis() as u64
             ) {
                 Ok(kept) => kept,

@@ -71,6 +71,37 @@ pub trait RouteSink: Send + Sync {
     }
 }
 
+/// Where the messages for a client whose session just moved to another
+/// node go for a short while (issue #5): the cluster forwards them to that
+/// client on the new node. Runs inline on the publisher's actor: must not
+/// wait.
+pub trait ClientRedirect: Send + Sync {
+    /// `also_routed`: the message also went to the same node through its
+    /// routes (sink [`ClientRedirect::target`]); that node delivers this
+    /// copy only if its routing did not already reach the client.
+    fn offer_to(
+        &self,
+        client: &ClientId,
+        msg: &Arc<Message>,
+        opts: DeliveryOpts,
+        also_routed: bool,
+    );
+
+    /// The name of the route sink of the node the client moved to.
+    fn target(&self) -> &str;
+}
+
+/// How long what routes here for a session that moved to another node
+/// follows it there: far longer than routes take to propagate.
+pub const REDIRECT_TTL: Duration = Duration::from_secs(10);
+
+/// One filter of a moved session, redirected until `until`.
+struct Redirect {
+    subscription: Subscription,
+    sink: Arc<dyn ClientRedirect>,
+    until: std::time::Instant,
+}
+
 /// A consumer the publisher should wait for before reading more.
 #[derive(Clone)]
 pub enum Congested {
@@ -140,6 +171,11 @@ pub struct RouteTable {
     /// one member of the group, so each message goes to one member
     /// cluster-wide.
     remote_shared: RwLock<SubscriptionTrie<RemoteSharedKey, Arc<dyn RouteSink>>>,
+    /// Sessions that moved to another node, for a few seconds: what still
+    /// routes here for them (a peer that has not seen the move yet, a
+    /// publisher here) follows them. Checked only while not empty.
+    redirects: RwLock<SubscriptionTrie<ClientId, Redirect>>,
+    has_redirects: std::sync::atomic::AtomicBool,
     round_robin: AtomicUsize,
     /// Bumped by every write of session routes: the cluster layer exports
     /// the local filters when it moves (`local_filters`).
@@ -306,15 +342,127 @@ impl RouteTable {
         }
         self.route_shared(&t, msg, &mut out, to_store, sinks);
         drop(t);
+        let redirects = self.has_redirects.load(Ordering::Acquire);
+        let mut offered = Vec::new();
         if sinks {
-            self.route_sinks(msg, &mut out);
+            self.route_sinks(msg, &mut out, redirects.then_some(&mut offered));
+        }
+        if redirects {
+            self.route_redirects(msg, &mut out, &offered);
         }
         out
     }
 
+    /// Messages for moved sessions (one copy per client, as for sessions:
+    /// the first matching filter's options; overlapping filters of one
+    /// moved client are rare and short-lived).
+    fn route_redirects(&self, msg: &Arc<Message>, out: &mut RouteOutcome, offered: &[ByteString]) {
+        let now = std::time::Instant::now();
+        let redirects = self.redirects.read();
+        let mut done: Vec<&ClientId> = Vec::new();
+        redirects.for_each_match(&msg.topic, |_, client, r| {
+            if r.until < now
+                || done.contains(&client)
+                || (r.subscription.options.no_local && *client == msg.publisher)
+            {
+                return;
+            }
+            done.push(client);
+            let also_routed = offered
+                .iter()
+                .any(|n| n.as_ref() as &str == r.sink.target());
+            r.sink.offer_to(
+                client,
+                msg,
+                delivery_opts(msg, &r.subscription),
+                also_routed,
+            );
+            out.delivered += 1;
+        });
+    }
+
+    /// Send what routes to `client`'s `subscriptions` here to `sink` for
+    /// `ttl` (its session moved to another node).
+    pub fn add_redirect(
+        &self,
+        client: &ClientId,
+        subscriptions: Vec<(String, Subscription)>,
+        sink: Arc<dyn ClientRedirect>,
+        ttl: Duration,
+    ) {
+        let until = std::time::Instant::now() + ttl;
+        let mut redirects = self.redirects.write();
+        for (filter, subscription) in subscriptions {
+            redirects.insert(
+                &filter,
+                client.clone(),
+                Redirect {
+                    subscription,
+                    sink: sink.clone(),
+                    until,
+                },
+            );
+        }
+        self.has_redirects
+            .store(!redirects.is_empty(), Ordering::Release);
+    }
+
+    /// Whether one of `client`'s subscriptions here matches `topic`.
+    pub fn client_matches(&self, client: &ClientId, topic: &str) -> bool {
+        let mut hit = false;
+        self.tables
+            .read()
+            .direct
+            .for_each_match(topic, |_, c, _| hit |= c == client);
+        hit
+    }
+
+    /// Drop the redirects of `client` (it connected here again).
+    pub fn remove_redirect(&self, client: &ClientId) {
+        if !self.has_redirects.load(Ordering::Acquire) {
+            return;
+        }
+        let mut redirects = self.redirects.write();
+        let gone: Vec<String> = redirects
+            .iter()
+            .filter(|(_, c, _)| *c == client)
+            .map(|(f, _, _)| f.to_owned())
+            .collect();
+        for f in gone {
+            redirects.remove(&f, client);
+        }
+        self.has_redirects
+            .store(!redirects.is_empty(), Ordering::Release);
+    }
+
+    /// Drop the redirects whose time is up.
+    pub fn expire_redirects(&self) {
+        if !self.has_redirects.load(Ordering::Acquire) {
+            return;
+        }
+        let now = std::time::Instant::now();
+        let mut redirects = self.redirects.write();
+        let gone: Vec<(String, ClientId)> = redirects
+            .iter()
+            .filter(|(_, _, r)| r.until < now)
+            .map(|(f, c, _)| (f.to_owned(), c.clone()))
+            .collect();
+        for (f, c) in gone {
+            redirects.remove(&f, &c);
+        }
+        self.has_redirects
+            .store(!redirects.is_empty(), Ordering::Release);
+    }
+
     /// One copy to each matching sink. Allocation-free unless two distinct
     /// sinks match the same message.
-    fn route_sinks(&self, msg: &Arc<Message>, out: &mut RouteOutcome) {
+    /// `offered`: the names of the sinks it went to (while redirects exist).
+    fn route_sinks(
+        &self,
+        msg: &Arc<Message>,
+        out: &mut RouteOutcome,
+        offered: Option<&mut Vec<ByteString>>,
+    ) {
         let sinks = self.sinks.read();
         if sinks.is_empty() {
             if msg.retain {
@@ -338,6 +486,9 @@ impl RouteTable {
         if msg.retain {
             let names: Vec<&ByteString> = first.iter().chain(&more).map(|(n, _)| *n).collect();
             self.broadcast_retained(msg, &names);
+        }
+        if let Some(offered) = offered {
+            offered.extend(first.iter().chain(&more).map(|(n, _)| (*n).clone()));
         }
         for (_, sink) in first.into_iter().chain(more) {
             sink.offer(msg);

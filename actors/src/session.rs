@@ -73,18 +73,27 @@ pub enum SessionMsg {
     /// The client reconnected to another node, without clean start: close
     /// the connection (0x8E), hand everything over, end here (routes and
     /// store go; no will beyond what a takeover publishes).
-    HandOver(RpcReplyPort<Box<SessionHandover>>),
+    /// With a redirect: what still routes to this client here for a few
+    /// seconds follows it to the new node (`RouteTable::add_redirect`).
+    HandOver(
+        Option<Arc<dyn crate::router::ClientRedirect>>,
+        RpcReplyPort<Box<SessionHandover>>,
+    ),
     /// The same client's session from another node: both nodes held one
     /// (a partition, or a node that was down while its client connected
     /// elsewhere) and this one is the newer. The other's messages join
     /// this session's queue, behind what it holds; its subscriptions do not
     /// (the newest connection's are the client's). Answers how many
     /// messages were kept.
-    Absorb(Box<SessionHandover>, RpcReplyPort<usize>),
+    Absorb(Vec<roost_storage::QueuedMessage>, RpcReplyPort<usize>),
 }
 
 // Local-only (ractor's `cluster` feature: see the workspace Cargo.toml).
 impl ractor::Message for SessionMsg {}
+
+/// A session handing itself over to another node waits this long, its
+/// routes gone, for publishes already routed to it to reach its queue.
+const HANDOVER_SETTLE: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Longest a takeover waits for the old connection to hand off.
 const HANDOFF_TIMEOUT_MS: u64 = 2_000;
@@ -379,10 +388,34 @@ impl Actor for Session {
                 SessionMsg::Info(reply) => {
                     let _ = reply.send(st.info());
                 }
-                SessionMsg::Absorb(h, reply) => {
-                    let _ = reply.send(st.absorb(*h));
+                SessionMsg::Absorb(messages, reply) => {
+                    let _ = reply.send(st.absorb(messages));
                 }
-                SessionMsg::HandOver(reply) => {
+                SessionMsg::HandOver(redirect, reply) => {
+                    // Before the state is taken: a message routed from now
+                    // on follows the client (one routed in between may be
+                    // in both: a duplicate, never a loss).
+                    if let Some(sink) = redirect {
+                        let subs = st
+                            .session
+                            .subscriptions()
+                            .iter()
+                            .filter(|(f, _)| !f.starts_with("$share/"))
+                            .map(|(f, s)| (f.to_string(), s.clone()))
+                            .collect();
+                        st.ctx.routes.add_redirect(
+                            &st.client_id,
+                            subs,
+                            sink,
+                            crate::router::REDIRECT_TTL,
+                        );
+                        // No new publish routes here from now on; one that
+                        // chose this session just before is storing its
+                        // copy (microseconds): let it land in the queue
+                        // the hand-over reads.
+                        Box::pin(st.remove_routes()).await;
+                        tokio::time::sleep(HANDOVER_SETTLE).await;
+                    }
                     let handover = st.hand_over();
                     Box::pin(st.end(&myself, "taken over by another node")).await;
                     let _ = reply.send(Box::new(handover));
@@ -705,16 +738,8 @@ impl SessionActorState {
     /// delivers them like routed messages. What was inflight on the other
     /// node goes as new messages: the other connection never acknowledged
     /// it. Released QoS 2 exchanges (only a PUBREL owed there) are done.
-    fn absorb(&mut self, h: SessionHandover) -> usize {
+    fn absorb(&mut self, queued: Vec<roost_storage::QueuedMessage>) -> usize {
         let (now, now_ms) = (Instant::now(), crate::broker::unix_ms());
-        let queued: Vec<roost_storage::QueuedMessage> = h
-            .messages
-            .into_iter()
-            .filter(|m| {
-                !matches!(m.inflight, Some(s) if s.stage == roost_storage::InflightStage::Released)
-            })
-            .map(|m| m.queued)
-            .collect();
         let n = queued.len();
         let online = self.online();
         let kept = if let Some(dq) = self.durable.as_mut() {
@@ -1052,6 +1077,13 @@ impl SessionActorState {
         if let Some(link) = self.link.take() {
             link.detach();
         }
+        self.remove_routes().await;
+        debug!(client_id = %self.client_id, why, "session_ended");
+        myself.stop(Some(why.to_string()));
+    }
+
+    /// This session's routes out of the route table (answers once done).
+    async fn remove_routes(&self) {
         if let Some(router) = self.ctx.router() {
             let filters: Vec<ByteString> = self.session.subscriptions().keys().cloned().collect();
             let client = self.client_id.clone();
@@ -1061,8 +1093,6 @@ impl SessionActorState {
                 reply: Some(reply)
             });
         }
-        debug!(client_id = %self.client_id, why, "session_ended");
-        myself.stop(Some(why.to_string()));
     }
 
     fn info(&self) -> SessionInfo {

@@ -236,7 +236,15 @@ impl Cluster {
             toml_str(&self.token)
         );
         let _ = writeln!(t, "\n[sys_topics]\ninterval = \"0s\"");
-        let _ = writeln!(t, "\n[mqtt]\nlisten = \"{}\"", node.mqtt);
+        // The harness checks that acknowledged messages survive faults; a
+        // subscriber away for seconds under its load would pass the default
+        // 1000-message session queue, where drops are by design (counted,
+        // not a fault's doing).
+        let _ = writeln!(
+            t,
+            "\n[mqtt]\nlisten = \"{}\"\nmax_mqueue_len = 1000000",
+            node.mqtt
+        );
         let _ = writeln!(
             t,
             "\n[cluster]\nlisten = \"127.0.0.1:{}\"\ncookie = {}",

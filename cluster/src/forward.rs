@@ -25,10 +25,10 @@ use ractor::message::SerializedMessage;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use roost_actors::broker::{dispatch_from_peer, dispatch_shared_from_peer, unix_ms, Counters};
 use roost_actors::overflow::{OverflowConfig, OverflowMailbox, OverflowMode, PushOutcome};
-use roost_actors::router::{Congested, RouteSink};
+use roost_actors::router::{ClientRedirect, Congested, RouteSink};
 use roost_actors::valve::Valve;
-use roost_protocol::{ClientId, Message};
-use roost_storage::{ForwardedProperties, StoredMessage, StoredQos};
+use roost_protocol::{ClientId, DeliveryOpts, Message};
+use roost_storage::{DeliveryRecord, ForwardedProperties, QueuedMessage, StoredMessage, StoredQos};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
@@ -115,6 +115,17 @@ pub enum Forwarded {
         filter: String,
         message: StoredMessage,
     },
+    /// To one client's session on the receiver: its session moved there
+    /// from the sender, whose router still got messages for it
+    /// (`RouteTable::add_redirect`).
+    ToClient {
+        client: String,
+        delivery: DeliveryRecord,
+        /// The message also went to the receiver through its routes:
+        /// deliver only if they did not reach the client.
+        also_routed: bool,
+        message: StoredMessage,
+    },
 }
 
 /// [`Forwarded`] as the ingress reads it, borrowing from the frame.
@@ -125,6 +136,13 @@ enum ForwardedRef<'a> {
     Shared {
         group: &'a str,
         filter: &'a str,
+        #[serde(borrow)]
+        message: StoredRef<'a>,
+    },
+    ToClient {
+        client: &'a str,
+        delivery: DeliveryRecord,
+        also_routed: bool,
         #[serde(borrow)]
         message: StoredRef<'a>,
     },
@@ -264,6 +282,39 @@ impl RouteSink for PeerSink {
 
     fn valve(&self) -> Option<&Arc<Valve>> {
         Some(&self.link.valve)
+    }
+}
+
+/// [`ClientRedirect`] to a peer: messages for a client whose session moved
+/// to it, through the same forward queue as the rest (in order with them).
+pub struct ClientSink {
+    pub sink: PeerSink,
+    /// [`sink_name`] of the peer.
+    pub target: String,
+}
+
+impl ClientRedirect for ClientSink {
+    fn offer_to(
+        &self,
+        client: &ClientId,
+        msg: &Arc<Message>,
+        opts: DeliveryOpts,
+        also_routed: bool,
+    ) {
+        let entry = Forwarded::ToClient {
+            client: client.to_string(),
+            delivery: DeliveryRecord::from(&opts),
+            also_routed,
+            message: stored(msg),
+        };
+        match encode_entry(&entry, entry_hint(msg) + client.0.len() + 16) {
+            Ok(b) => self.sink.push(b),
+            Err(e) => self.sink.encode_failed(e),
+        }
+    }
+
+    fn target(&self) -> &str {
+        &self.target
     }
 }
 
@@ -565,6 +616,33 @@ impl Actor for Ingress {
                             paused +=
                                 Congested::wait_all(out.congested, limit.saturating_sub(paused))
                                     .await;
+                            applied += 1;
+                        }
+                        Ok(ForwardedRef::ToClient {
+                            client,
+                            delivery,
+                            also_routed,
+                            message,
+                        }) => {
+                            let msg = message.into_message(now, now_ms);
+                            // The same message came just before through the
+                            // routes: if they reached the client, done.
+                            if also_routed
+                                && shared
+                                    .ctx
+                                    .routes
+                                    .client_matches(&ClientId::new(client), &msg.topic)
+                            {
+                                through = through.max(seq);
+                                last.1 = seq;
+                                shared.applied.lock().insert(from.to_owned(), last);
+                                continue;
+                            }
+                            let queued = QueuedMessage {
+                                delivery,
+                                message: StoredMessage::from_message(&msg, now, now_ms),
+                            };
+                            crate::takeover::redirected(shared, client, queued);
                             applied += 1;
                         }
                         Err(e) => {

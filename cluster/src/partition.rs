@@ -324,6 +324,9 @@ impl State {
 
     async fn tick(&mut self) {
         let now = Instant::now();
+        // Redirects of sessions that moved away (the cluster's part of the
+        // route table) end here.
+        self.shared.ctx.routes.expire_redirects();
         if self.heal_due.is_some_and(|d| now >= d) && self.round.is_none() {
             self.heal_due = None;
             let coordinator = self.coordinator();

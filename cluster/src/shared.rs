@@ -43,6 +43,10 @@ pub struct ClusterCounters {
     /// this node's sent away, and other nodes' merged here.
     pub sessions_merged_out: AtomicU64,
     pub sessions_merged_in: AtomicU64,
+    /// Messages another node's router sent after their client's session
+    /// moved here (delivered), and those dropped because too many waited.
+    pub redirected_in: AtomicU64,
+    pub redirected_dropped: AtomicU64,
 }
 
 pub struct ClusterShared {
@@ -68,6 +72,10 @@ pub struct ClusterShared {
     /// Forwarded entries applied here: sender -> (its incarnation, last
     /// seq). Kept across restarts of the `cluster` subtree.
     pub applied: parking_lot::Mutex<std::collections::HashMap<String, (u64, u64)>>,
+    /// Redirected messages waiting for their client's session, by client.
+    pub redirected: parking_lot::Mutex<
+        std::collections::HashMap<String, std::collections::VecDeque<roost_storage::QueuedMessage>>,
+    >,
 }
 
 impl ClusterShared {
@@ -90,6 +98,7 @@ impl ClusterShared {
             counters: ClusterCounters::default(),
             takeovers: Takeovers::default(),
             applied: parking_lot::Mutex::new(std::collections::HashMap::new()),
+            redirected: parking_lot::Mutex::new(std::collections::HashMap::new()),
         })
     }
 

@@ -26,9 +26,9 @@ use ractor::message::{BoxedDowncastErr, SerializedMessage};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use roost_actors::broker::Counters;
 use roost_actors::registry::{RegistryMsg, RemoteSessions, TakeOverFuture};
-use roost_actors::session::handover::{HandOverOutcome, SessionHandover};
+use roost_actors::session::handover::{HandOverOutcome, HandoverMessage, SessionHandover};
 use roost_protocol::ClientId;
-use roost_storage::StoredMessage;
+use roost_storage::{QueuedMessage, StoredMessage};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
@@ -164,6 +164,112 @@ pub fn reconcile_sessions(shared: &Arc<ClusterShared>, peer: &str) {
     });
 }
 
+/// Most redirected messages waiting here for one client's session.
+const REDIRECTED_MAX: usize = 10_000;
+/// How long redirected messages wait for their client's session to be
+/// installed here (its connect is finishing) before they go to the store
+/// as an offline session's.
+const REDIRECTED_WAIT: Duration = Duration::from_secs(5);
+
+/// A message another node's router sent for `client` after its session
+/// moved here: queued per client, in order, and handed to the session as
+/// soon as it exists (the takeover reply and these messages travel on
+/// different links, either may come first).
+pub fn redirected(shared: &Arc<ClusterShared>, client: &str, m: QueuedMessage) {
+    let start = {
+        let mut waiting = shared.redirected.lock();
+        let q = waiting.entry(client.to_owned()).or_default();
+        if q.len() >= REDIRECTED_MAX {
+            Counters::inc(&shared.counters.redirected_dropped);
+            warn!(client_id = %client, "cluster_redirected_dropped: too many waiting for the session");
+            return;
+        }
+        q.push_back(m);
+        q.len() == 1
+    };
+    if start {
+        tokio::spawn(deliver_redirected(shared.clone(), client.to_owned()));
+    }
+}
+
+/// Hand `client`'s redirected messages to its session until none wait.
+async fn deliver_redirected(shared: Arc<ClusterShared>, client: String) {
+    let id = ClientId::new(client.as_str());
+    let deadline = tokio::time::Instant::now() + REDIRECTED_WAIT;
+    loop {
+        let batch: Vec<QueuedMessage> = {
+            let mut waiting = shared.redirected.lock();
+            match waiting.get_mut(&client) {
+                Some(q) if !q.is_empty() => q.drain(..).collect(),
+                _ => {
+                    waiting.remove(&client);
+                    return;
+                }
+            }
+        };
+        let n = batch.len() as u64;
+        let Some(registry) = shared.ctx.registry() else {
+            return;
+        };
+        let give = |messages| {
+            let client = id.clone();
+            |reply| RegistryMsg::Redirected {
+                client,
+                messages,
+                reply,
+            }
+        };
+        match ractor::call_t!(registry, give(batch.clone()), 10_000) {
+            Ok(Some(_)) => {
+                Counters::add(&shared.counters.redirected_in, n);
+                continue;
+            }
+            Ok(None) if tokio::time::Instant::now() < deadline => {
+                // Not installed yet: put them back in front, try again.
+                {
+                    let mut waiting = shared.redirected.lock();
+                    let q = waiting.entry(client.clone()).or_default();
+                    for m in batch.into_iter().rev() {
+                        q.push_front(m);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            _ => {
+                // No session came: keep them as an offline session's
+                // queue (a takeover that failed), never drop them silently.
+                let handover = Box::new(SessionHandover {
+                    record: offline_record(),
+                    messages: batch.into_iter().map(HandoverMessage::queued).collect(),
+                });
+                let r = ractor::call_t!(
+                    registry,
+                    |reply| RegistryMsg::Absorb {
+                        client: id.clone(),
+                        handover,
+                        reply,
+                    },
+                    10_000
+                );
+                warn!(client_id = %client, messages = n, kept = ?r.ok(), "cluster_redirected_without_session");
+            }
+        }
+    }
+}
+
+/// The record of an offline session made only to keep redirected messages
+/// whose session never came: no subscriptions, an hour to reconnect.
+fn offline_record() -> roost_storage::SessionRecord {
+    roost_storage::SessionRecord {
+        protocol: roost_storage::StoredProtocol::V5,
+        subscriptions: Vec::new(),
+        expiry_interval_secs: 3600,
+        disconnected_at_ms: None,
+        will: None,
+        awaiting_pubrel: Vec::new(),
+    }
+}
+
 /// Longest a peer waits for its forward queue to this node to deliver
 /// what it held when asked ([`TakeoverWire::FlushWanted`]).
 const FLUSH_LIMIT: Duration = Duration::from_secs(5);
@@ -247,7 +353,8 @@ async fn merge_older(shared: Arc<ClusterShared>, peer: String, theirs: Vec<Sessi
     for t in older {
         // Ours is the older: it ends here (its connection, if any, gets
         // DISCONNECT 0x8E) and its messages go to the newer one.
-        let HandOverOutcome::Moved(handover) = hand_over_local(&shared, &t.client_id, false).await
+        let HandOverOutcome::Moved(handover) =
+            hand_over_local(&shared, &t.client_id, false, None).await
         else {
             continue;
         };
@@ -588,6 +695,9 @@ async fn take_over(
     client: ClientId,
     clean_start: bool,
 ) -> Option<Box<SessionHandover>> {
+    // It moved away from here earlier and now comes back: stop sending
+    // what routes here for it to the node it had moved to.
+    shared.ctx.routes.remove_redirect(&client);
     let t = &shared.takeovers;
     let me = shared.settings.node_name.clone();
     let asked = ask_all(shared, &t.takeovers, TAKEOVER_TIMEOUT, |id| {
@@ -767,7 +877,7 @@ impl Actor for Takeover {
                 // other requests must not wait behind it.
                 let shared = shared.clone();
                 tokio::spawn(async move {
-                    let outcome = hand_over_local(&shared, &client, clean_start).await;
+                    let outcome = hand_over_local(&shared, &client, clean_start, Some(&from)).await;
                     if matches!(outcome, HandOverOutcome::Moved(_)) {
                         Counters::inc(&shared.takeovers.moved_out);
                         info!(client_id = %client, to = %from, "cluster_session_moved_out");
@@ -792,21 +902,36 @@ impl Actor for Takeover {
     }
 }
 
+/// Ask the registry to give `client` up: discard it (clean start) or hand
+/// it over. `to`: the node it moves to, where what still routes here for
+/// it goes for a few seconds (a merge into a newer session elsewhere has
+/// none: that session got those messages itself).
 async fn hand_over_local(
     shared: &ClusterShared,
     client: &str,
     clean_start: bool,
+    to: Option<&str>,
 ) -> HandOverOutcome {
     let Some(registry) = shared.ctx.registry() else {
         return HandOverOutcome::NotHere;
     };
     let client = ClientId::new(client);
+    let redirect = to
+        .filter(|_| !clean_start)
+        .and_then(|to| shared.link(to))
+        .map(|link| {
+            Arc::new(crate::forward::ClientSink {
+                target: crate::forward::sink_name(&link.peer),
+                sink: crate::forward::PeerSink { link },
+            }) as Arc<dyn roost_actors::router::ClientRedirect>
+        });
     let ms = (TAKEOVER_TIMEOUT.as_millis() as u64) * 4 / 5;
     ractor::call_t!(
         registry,
         |reply| RegistryMsg::HandOver {
             client,
             clean_start,
+            redirect,
             reply,
         },
         ms

@@ -31,6 +31,8 @@ pub struct ClusterSnapshot {
     pub autocleaned: u64,
     pub sessions_merged_in: u64,
     pub sessions_merged_out: u64,
+    pub redirected_in: u64,
+    pub redirected_dropped: u64,
 }
 
 pub async fn snapshot(cluster: &Cluster) -> ClusterSnapshot {
@@ -73,6 +75,8 @@ pub async fn snapshot(cluster: &Cluster) -> ClusterSnapshot {
         autocleaned: Counters::get(&c.autocleaned),
         sessions_merged_in: Counters::get(&c.sessions_merged_in),
         sessions_merged_out: Counters::get(&c.sessions_merged_out),
+        redirected_in: Counters::get(&c.redirected_in),
+        redirected_dropped: Counters::get(&c.redirected_dropped),
     }
 }
 
@@ -180,6 +184,16 @@ pub fn register(r: &mut Registry, s: &ClusterSnapshot) {
             "cluster_sessions_merged_out",
             "Sessions of this node handed to another node that held a newer one of the same client",
             s.sessions_merged_out,
+        ),
+        (
+            "cluster_redirected",
+            "Messages another node still routed for a client after its session moved here, delivered to it",
+            s.redirected_in,
+        ),
+        (
+            "cluster_redirected_dropped",
+            "Such messages dropped because too many waited for the session to be installed here",
+            s.redirected_dropped,
         ),
     ] {
         r.register(name, help, ConstCounter::new(v));

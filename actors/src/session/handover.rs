@@ -58,6 +58,20 @@ impl HandoverMessage {
     }
 }
 
+impl SessionHandover {
+    /// Its messages as queue entries, for another session of the same
+    /// client: what was inflight goes as new (that connection never
+    /// acknowledged it); a released QoS 2 exchange (only a PUBREL owed) is
+    /// done.
+    pub fn into_queued(self) -> Vec<QueuedMessage> {
+        self.messages
+            .into_iter()
+            .filter(|m| !matches!(m.inflight, Some(s) if s.stage == InflightStage::Released))
+            .map(|m| m.queued)
+            .collect()
+    }
+}
+
 /// What the registry of the node holding a client's session did with a
 /// takeover request from another node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
