@@ -1040,7 +1040,7 @@ async fn a_three_way_split_heals_into_one_cluster() {
     let _nodes: Vec<Node> = s.iter().map(Site::spawn).collect();
     formed(&s, Duration::from_secs(20)).await;
     proxy.partition(&[vec![0], vec![1], vec![2]]);
-    within(Duration::from_secs(10), "every node alone", || {
+    within(Duration::from_secs(20), "every node alone", || {
         s.iter().all(|x| {
             x.members()
                 .iter()
@@ -1052,7 +1052,7 @@ async fn a_three_way_split_heals_into_one_cluster() {
     .await;
     proxy.heal();
     within(
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         "two nodes restarted to heal",
         || {
             s.iter()
@@ -1091,6 +1091,7 @@ async fn a_restarted_node_forwards_to_a_peer_it_has_not_reached_yet() {
 /// to b (and not twice once it knows it). Every acknowledged message
 /// arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the redirect on move is off (REDIRECT_ON_MOVE, issue #5): it lost messages in slow-node"]
 async fn messages_routed_to_the_old_node_while_a_session_moves_follow_it() {
     let s = sites(&["a", "b", "c"]);
     let _nodes: Vec<Node> = s.iter().map(Site::spawn).collect();

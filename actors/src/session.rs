@@ -416,7 +416,11 @@ impl Actor for Session {
                         Box::pin(st.remove_routes()).await;
                         tokio::time::sleep(HANDOVER_SETTLE).await;
                     }
-                    let handover = st.hand_over();
+                    // The connection's inbound QoS 2 state goes along: the
+                    // client's DUP resends on the new node are duplicates.
+                    Box::pin(st.take_over_link_waiting()).await;
+                    let mut handover = st.hand_over();
+                    handover.record.awaiting_pubrel = st.awaiting_rel.iter().copied().collect();
                     Box::pin(st.end(&myself, "taken over by another node")).await;
                     let _ = reply.send(Box::new(handover));
                 }

@@ -327,6 +327,8 @@ impl State {
         // Redirects of sessions that moved away (the cluster's part of the
         // route table) end here.
         self.shared.ctx.routes.expire_redirects();
+        // Sessions handed over whose arrival was never confirmed.
+        crate::takeover::keep_unconfirmed_moves(&self.shared);
         if self.heal_due.is_some_and(|d| now >= d) && self.round.is_none() {
             self.heal_due = None;
             let coordinator = self.coordinator();

@@ -72,6 +72,9 @@ pub struct ClusterShared {
     /// Forwarded entries applied here: sender -> (its incarnation, last
     /// seq). Kept across restarts of the `cluster` subtree.
     pub applied: parking_lot::Mutex<std::collections::HashMap<String, (u64, u64)>>,
+    /// Sessions handed over to a peer, until it confirms (peer, request id).
+    pub pending_moves:
+        parking_lot::Mutex<std::collections::HashMap<(String, u64), crate::takeover::PendingMove>>,
     /// Redirected messages waiting for their client's session, by client.
     pub redirected: parking_lot::Mutex<
         std::collections::HashMap<String, std::collections::VecDeque<roost_storage::QueuedMessage>>,
@@ -99,6 +102,7 @@ impl ClusterShared {
             takeovers: Takeovers::default(),
             applied: parking_lot::Mutex::new(std::collections::HashMap::new()),
             redirected: parking_lot::Mutex::new(std::collections::HashMap::new()),
+            pending_moves: parking_lot::Mutex::new(std::collections::HashMap::new()),
         })
     }
 

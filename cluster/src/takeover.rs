@@ -54,6 +54,7 @@ pub enum TakeoverWire {
     Reply {
         id: u64,
         from: String,
+        client: String,
         outcome: HandOverOutcome,
     },
     /// `roost ctl clients list` across the cluster: the sessions of the
@@ -80,6 +81,17 @@ pub enum TakeoverWire {
     Sessions {
         from: String,
         sessions: Vec<SessionStamp>,
+    },
+    /// The asker got a `Reply` that moved a session: the sender may forget
+    /// its copy.
+    Received {
+        id: u64,
+        from: String,
+    },
+    /// Please send me your session stamps (`Sessions`): the sender has a
+    /// session again that it may share with you.
+    SessionsWanted {
+        from: String,
     },
     /// Before the sender hands a session over after a link came up: tell
     /// it once what your forward queue to it held now has been delivered
@@ -159,6 +171,68 @@ pub fn reconcile_sessions(shared: &Arc<ClusterShared>, peer: &str) {
             };
             if remote.cast(TakeoverMsg::Wire(msg)).is_err() {
                 return;
+            }
+        }
+    });
+}
+
+/// A session this node handed over, kept until the asker confirms it got it
+/// ([`TakeoverWire::Received`]): a reply can be lost with its link (a heal
+/// restarts the cluster subtree, a peer dies).
+pub struct PendingMove {
+    pub client: String,
+    pub handover: Box<SessionHandover>,
+    pub since: std::time::Instant,
+}
+
+/// A moved session not confirmed within this is taken back here.
+const MOVE_CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Take back the sessions handed over and never confirmed: each becomes
+/// this node's session again (merged if the client reconnected here), and
+/// every up peer is asked for its sessions so a newer one elsewhere gets
+/// it merged in. Called periodically (the partition supervisor's tick).
+pub fn keep_unconfirmed_moves(shared: &Arc<ClusterShared>) {
+    let expired: Vec<PendingMove> = {
+        let mut pending = shared.pending_moves.lock();
+        if pending.is_empty() {
+            return;
+        }
+        let keys: Vec<(String, u64)> = pending
+            .iter()
+            .filter(|(_, m)| m.since.elapsed() > MOVE_CONFIRM_TIMEOUT)
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.iter().filter_map(|k| pending.remove(k)).collect()
+    };
+    if expired.is_empty() {
+        return;
+    }
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let Some(registry) = shared.ctx.registry() else {
+            return;
+        };
+        for m in expired {
+            let n = m.handover.messages.len();
+            let r = ractor::call_t!(
+                registry,
+                |reply| RegistryMsg::Absorb {
+                    client: ClientId::new(m.client.as_str()),
+                    handover: m.handover,
+                    reply,
+                },
+                10_000
+            );
+            Counters::inc(&shared.takeovers.unconfirmed_kept);
+            warn!(client_id = %m.client, messages = n, kept = ?r.ok(), "cluster_session_move_unconfirmed_kept_here");
+        }
+        for peer in shared.up_peer_names() {
+            reconcile_sessions(&shared, &peer);
+            if let Some(r) = remote_takeover(&shared, &peer) {
+                let _ = r.cast(TakeoverMsg::Wire(TakeoverWire::SessionsWanted {
+                    from: shared.settings.node_name.clone(),
+                }));
             }
         }
     });
@@ -655,6 +729,10 @@ pub struct Takeovers {
     pub moved_out: AtomicU64,
     /// Peers that did not answer a takeover in time.
     pub timeouts: AtomicU64,
+    /// Sessions handed over after that: merged into the session here.
+    pub late: AtomicU64,
+    /// Sessions handed over, never confirmed, and taken back.
+    pub unconfirmed_kept: AtomicU64,
     /// Retained messages this node got from a peer when their link came up.
     pub retained_added: AtomicU64,
 }
@@ -716,10 +794,14 @@ async fn take_over(
     let mut moved = None;
     for (peer, outcome) in asked.answers {
         if let HandOverOutcome::Moved(h) = outcome {
-            if moved.is_some() {
-                // Two nodes held the client (after a partition): the first
-                // answer wins, the other is logged.
-                warn!(client_id = %client, %peer, messages = h.messages.len(), "cluster_takeover_second_session_dropped");
+            if let Some(first) = moved.as_mut() {
+                // Two nodes held the client (after a partition): the
+                // second one's messages follow the first's.
+                let first: &mut Box<SessionHandover> = first;
+                warn!(client_id = %client, %peer, messages = h.messages.len(), "cluster_takeover_second_session_merged");
+                first
+                    .messages
+                    .extend(h.into_queued().into_iter().map(HandoverMessage::queued));
             } else {
                 moved = Some(h);
             }
@@ -771,13 +853,46 @@ impl Actor for Takeover {
         shared: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            TakeoverWire::Reply { id, from, outcome } => {
-                if let Err(HandOverOutcome::Moved(h)) =
+            TakeoverWire::Reply {
+                id,
+                from,
+                client,
+                outcome,
+            } => {
+                if matches!(outcome, HandOverOutcome::Moved(_)) {
+                    if let Some(r) = remote_takeover(shared, &from) {
+                        let _ = r.cast(TakeoverMsg::Wire(TakeoverWire::Received {
+                            id,
+                            from: shared.settings.node_name.clone(),
+                        }));
+                    }
+                }
+                if let Err(HandOverOutcome::Moved(handover)) =
                     shared.takeovers.takeovers.answer(id, &from, outcome)
                 {
-                    // Too late: the connect went on without it, and the
-                    // session that moved anyway is lost with it: say so.
-                    warn!(peer = %from, messages = h.messages.len(), "cluster_takeover_late_session_dropped");
+                    // Too late: the connect went on without it (a frozen
+                    // peer answered after TAKEOVER_TIMEOUT). The session
+                    // ended there: merge it into the one here, as after a
+                    // partition, rather than lose it.
+                    Counters::inc(&shared.takeovers.late);
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        let n = handover.messages.len();
+                        let Some(registry) = shared.ctx.registry() else {
+                            warn!(client_id = %client, peer = %from, messages = n, "cluster_takeover_late_session_lost: no registry");
+                            return;
+                        };
+                        let r = ractor::call_t!(
+                            registry,
+                            |reply| RegistryMsg::Absorb {
+                                client: ClientId::new(client.as_str()),
+                                handover,
+                                reply,
+                            },
+                            10_000
+                        );
+                        warn!(client_id = %client, peer = %from, messages = n, kept = ?r.ok(), "cluster_takeover_late_session_merged");
+                    });
                 }
             }
             TakeoverWire::Clients { id, from, clients } => {
@@ -797,6 +912,10 @@ impl Actor for Takeover {
                     info!(peer = %from, added, "cluster_retained_caught_up");
                 }
             }
+            TakeoverWire::Received { id, from } => {
+                shared.pending_moves.lock().remove(&(from, id));
+            }
+            TakeoverWire::SessionsWanted { from } => reconcile_sessions(shared, &from),
             TakeoverWire::Sessions { from, sessions } => {
                 tokio::spawn(merge_older(shared.clone(), from, sessions));
             }
@@ -878,6 +997,16 @@ impl Actor for Takeover {
                 let shared = shared.clone();
                 tokio::spawn(async move {
                     let outcome = hand_over_local(&shared, &client, clean_start, Some(&from)).await;
+                    if let HandOverOutcome::Moved(h) = &outcome {
+                        shared.pending_moves.lock().insert(
+                            (from.clone(), id),
+                            PendingMove {
+                                client: client.clone(),
+                                handover: h.clone(),
+                                since: std::time::Instant::now(),
+                            },
+                        );
+                    }
                     if matches!(outcome, HandOverOutcome::Moved(_)) {
                         Counters::inc(&shared.takeovers.moved_out);
                         info!(client_id = %client, to = %from, "cluster_session_moved_out");
@@ -885,6 +1014,7 @@ impl Actor for Takeover {
                     let reply = TakeoverWire::Reply {
                         id,
                         from: shared.settings.node_name.clone(),
+                        client: client.clone(),
                         outcome,
                     };
                     match remote_takeover(&shared, &from) {
@@ -902,6 +1032,13 @@ impl Actor for Takeover {
     }
 }
 
+/// Whether a session that moves leaves a redirect on this node (see
+/// `RouteTable::add_redirect`). Off: with it, the slow-node chaos scenario
+/// lost messages for the subscriber of the frozen node (2 to 3 runs of 4;
+/// 0 of 3 without), cause not found yet (issue #5 notes). Without it, a
+/// message routed to the old node in the milliseconds of a move is lost.
+const REDIRECT_ON_MOVE: bool = false;
+
 /// Ask the registry to give `client` up: discard it (clean start) or hand
 /// it over. `to`: the node it moves to, where what still routes here for
 /// it goes for a few seconds (a merge into a newer session elsewhere has
@@ -917,7 +1054,7 @@ async fn hand_over_local(
     };
     let client = ClientId::new(client);
     let redirect = to
-        .filter(|_| !clean_start)
+        .filter(|_| REDIRECT_ON_MOVE && !clean_start)
         .and_then(|to| shared.link(to))
         .map(|link| {
             Arc::new(crate::forward::ClientSink {
