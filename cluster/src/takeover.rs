@@ -210,22 +210,11 @@ pub fn keep_unconfirmed_moves(shared: &Arc<ClusterShared>) {
     }
     let shared = shared.clone();
     tokio::spawn(async move {
-        let Some(registry) = shared.ctx.registry() else {
-            return;
-        };
         for m in expired {
             let n = m.handover.messages.len();
-            let r = ractor::call_t!(
-                registry,
-                |reply| RegistryMsg::Absorb {
-                    client: ClientId::new(m.client.as_str()),
-                    handover: m.handover,
-                    reply,
-                },
-                10_000
-            );
+            let r = absorb_here(&shared, &m.client, m.handover).await;
             Counters::inc(&shared.takeovers.unconfirmed_kept);
-            warn!(client_id = %m.client, messages = n, kept = ?r.ok(), "cluster_session_move_unconfirmed_kept_here");
+            warn!(client_id = %m.client, messages = n, kept = ?r, "cluster_session_move_unconfirmed_kept_here");
         }
         for peer in shared.up_peer_names() {
             reconcile_sessions(&shared, &peer);
@@ -316,19 +305,34 @@ async fn deliver_redirected(shared: Arc<ClusterShared>, client: String) {
                     record: offline_record(),
                     messages: batch.into_iter().map(HandoverMessage::queued).collect(),
                 });
-                let r = ractor::call_t!(
-                    registry,
-                    |reply| RegistryMsg::Absorb {
-                        client: id.clone(),
-                        handover,
-                        reply,
-                    },
-                    10_000
-                );
-                warn!(client_id = %client, messages = n, kept = ?r.ok(), "cluster_redirected_without_session");
+                let r = absorb_here(&shared, &client, handover).await;
+                warn!(client_id = %client, messages = n, kept = ?r, "cluster_redirected_without_session");
             }
         }
     }
+}
+
+/// Merge `handover` into this node's session of `client`, or install it as
+/// this node's session if there is none: how many messages were kept.
+async fn absorb_here(
+    shared: &ClusterShared,
+    client: &str,
+    handover: Box<SessionHandover>,
+) -> Result<usize, String> {
+    let registry = shared
+        .ctx
+        .registry()
+        .ok_or_else(|| "the session registry is not running".to_owned())?;
+    ractor::call_t!(
+        registry,
+        |reply| RegistryMsg::Absorb {
+            client: ClientId::new(client),
+            handover,
+            reply,
+        },
+        10_000
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// The record of an offline session made only to keep redirected messages
@@ -878,20 +882,8 @@ impl Actor for Takeover {
                     let shared = shared.clone();
                     tokio::spawn(async move {
                         let n = handover.messages.len();
-                        let Some(registry) = shared.ctx.registry() else {
-                            warn!(client_id = %client, peer = %from, messages = n, "cluster_takeover_late_session_lost: no registry");
-                            return;
-                        };
-                        let r = ractor::call_t!(
-                            registry,
-                            |reply| RegistryMsg::Absorb {
-                                client: ClientId::new(client.as_str()),
-                                handover,
-                                reply,
-                            },
-                            10_000
-                        );
-                        warn!(client_id = %client, peer = %from, messages = n, kept = ?r.ok(), "cluster_takeover_late_session_merged");
+                        let r = absorb_here(&shared, &client, handover).await;
+                        warn!(client_id = %client, peer = %from, messages = n, kept = ?r, "cluster_takeover_late_session_merged");
                     });
                 }
             }
@@ -943,20 +935,7 @@ impl Actor for Takeover {
                 let shared = shared.clone();
                 tokio::spawn(async move {
                     let n = handover.messages.len();
-                    let Some(registry) = shared.ctx.registry() else {
-                        warn!(client_id = %client, peer = %from, messages = n, "cluster_session_merge_lost: no registry");
-                        return;
-                    };
-                    let client_id = ClientId::new(client.as_str());
-                    match ractor::call_t!(
-                        registry,
-                        |reply| RegistryMsg::Absorb {
-                            client: client_id,
-                            handover,
-                            reply,
-                        },
-                        10_000
-                    ) {
+                    match absorb_here(&shared, &client, handover).await {
                         Ok(kept) => {
                             Counters::inc(&shared.counters.sessions_merged_in);
                             info!(client_id = %client, from = %from, messages = n, kept, "cluster_session_merged_in");
