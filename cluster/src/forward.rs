@@ -504,6 +504,15 @@ impl ractor::Message for IngressMsg {
     }
 }
 
+/// Note what was applied from `from` (per message: it must survive a
+/// restart of the ingress mid-frame). The entry exists (made at the start
+/// of the frame): no allocation on this path.
+fn record_applied(shared: &ClusterShared, from: &str, last: (u64, u64)) {
+    if let Some(e) = shared.applied.lock().get_mut(from) {
+        *e = last;
+    }
+}
+
 /// Receives forwarded messages (publishes them to local sessions) and the
 /// acknowledgements of ours.
 pub struct Ingress;
@@ -635,7 +644,7 @@ impl Actor for Ingress {
                             {
                                 through = through.max(seq);
                                 last.1 = seq;
-                                shared.applied.lock().insert(from.to_owned(), last);
+                                record_applied(shared, from, last);
                                 continue;
                             }
                             let queued = QueuedMessage {
@@ -652,7 +661,7 @@ impl Actor for Ingress {
                     }
                     through = through.max(seq);
                     last.1 = seq;
-                    shared.applied.lock().insert(from.to_owned(), last);
+                    record_applied(shared, from, last);
                     if !limit.is_zero() && paused >= limit {
                         send_ack(shared, from, incarnation, through);
                         paused = Duration::ZERO;
