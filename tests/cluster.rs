@@ -1086,6 +1086,33 @@ async fn a_restarted_node_forwards_to_a_peer_it_has_not_reached_yet() {
     receive_in_order(&mut sub, "r", 3).await;
 }
 
+/// `roost ctl restart cluster` on a node whose peer is frozen (nothing
+/// dials in) binds its cluster port again at once: the old listener,
+/// waiting in accept(), must not keep the port (it did until the next
+/// connection came, and the new listener retried every 5 s meanwhile).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_cluster_subtree_listens_again_without_waiting_for_a_peer() {
+    let s = sites(&["a", "b"]);
+    let _a = s[0].spawn();
+    let b = s[1].spawn();
+    formed(&s, Duration::from_secs(15)).await;
+    b.signal("STOP");
+    for _ in 0..2 {
+        let (code, out, err) = s[0].ctl(&["restart", "cluster"]);
+        assert_eq!(code, 0, "restart cluster: {out}{err}");
+        // No probe of the port here: a connect would wake the old
+        // listener and hide the fault.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let log = s[0].log_text();
+        assert!(
+            !log.contains("cluster_listen_failed"),
+            "a failed bind after a restart:\n{log}"
+        );
+    }
+    b.signal("CONT");
+    formed(&s, Duration::from_secs(15)).await;
+}
+
 /// A session moves a -> b while a publisher on a publishes to it without
 /// a pause: what a routes for it before it learns b's route is redirected
 /// to b (and not twice once it knows it). Every acknowledged message

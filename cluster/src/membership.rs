@@ -217,6 +217,10 @@ pub struct State {
     me: String,
     server: Option<ActorRef<NodeServerMessage>>,
     server_retry: Instant,
+    /// Failed binds in a row: the retry backs off from 200 ms to 5 s. A
+    /// restarted cluster subtree rebinds while the old listener's socket
+    /// may still be closing.
+    listen_failures: u32,
     peers: BTreeMap<String, Peer>,
     /// Addresses to dial that are not (yet) a known member's: discovery's
     /// seeds and `cluster join` targets, with the member each turned out
@@ -266,6 +270,7 @@ impl Actor for Membership {
             me,
             server: None,
             server_retry: Instant::now(),
+            listen_failures: 0,
             peers: BTreeMap::new(),
             seeds: BTreeMap::new(),
             dialed_to: HashMap::new(),
@@ -345,7 +350,16 @@ impl Actor for Membership {
             s.actor.stop(Some("cluster stopping".into()));
         }
         if let Some(server) = &state.server {
-            server.stop(Some("cluster stopping".into()));
+            // Killed, not stopped: its listener waits in accept() and would
+            // only see a stop after the next connection, keeping the port
+            // bound while this subtree restarts and binds it again.
+            // Waited for, with its listener and sessions, so that the
+            // restarted subtree finds the port free.
+            let children = server.get_children();
+            server.kill();
+            for cell in std::iter::once(server.get_cell()).chain(children) {
+                let _ = cell.wait(Some(Duration::from_secs(1))).await;
+            }
         }
         Ok(())
     }
@@ -432,11 +446,16 @@ impl State {
                     subscription: Box::new(Events(myself.clone())),
                 });
                 self.server = Some(server);
+                self.listen_failures = 0;
             }
             Err(e) => {
                 // Never fatal: the node serves MQTT without its cluster.
-                error!(listen = %s.listen, error = %e, "cluster_listen_failed: retrying in 5 s");
-                self.server_retry = Instant::now() + Duration::from_secs(5);
+                let retry = Duration::from_millis(200)
+                    .saturating_mul(1 << self.listen_failures.min(5))
+                    .min(Duration::from_secs(5));
+                self.listen_failures += 1;
+                error!(listen = %s.listen, error = %e, retry_in = ?retry, "cluster_listen_failed");
+                self.server_retry = Instant::now() + retry;
             }
         }
     }
