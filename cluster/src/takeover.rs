@@ -82,8 +82,8 @@ pub enum TakeoverWire {
         from: String,
         sessions: Vec<SessionStamp>,
     },
-    /// The asker got a `Reply` that moved a session: the sender may forget
-    /// its copy.
+    /// The asker got a `Reply` that moved a session, or the receiver of a
+    /// `Merge` merged it: the sender may forget its copy.
     Received {
         id: u64,
         from: String,
@@ -106,8 +106,9 @@ pub enum TakeoverWire {
         from: String,
     },
     /// The sender's session of `client` was the older: here it is, to
-    /// merge into the receiver's.
+    /// merge into the receiver's (confirmed with `Received`, same id).
     Merge {
+        id: u64,
         from: String,
         client: String,
         handover: Box<SessionHandover>,
@@ -184,6 +185,10 @@ pub struct PendingMove {
     pub handover: Box<SessionHandover>,
     pub since: std::time::Instant,
 }
+
+/// Marks the ids of [`TakeoverWire::Merge`]s (this node's own counter),
+/// apart from the askers' takeover request ids in `pending_moves`.
+const MERGE_ID: u64 = 1 << 63;
 
 /// A moved session not confirmed within this is taken back here.
 const MOVE_CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
@@ -351,23 +356,53 @@ fn offline_record() -> roost_storage::SessionRecord {
 /// Longest a peer waits for its forward queue to this node to deliver
 /// what it held when asked ([`TakeoverWire::FlushWanted`]).
 const FLUSH_LIMIT: Duration = Duration::from_secs(5);
+/// Longest a [`forward_barrier`] waits, peers that drop and come back
+/// included: before a merge, and before a takeover's hand-over (within
+/// the asker's [`TAKEOVER_TIMEOUT`]; a hand-over after it still reaches
+/// the asker, merged into the session its connect made).
+const BARRIER_LIMIT: Duration = Duration::from_secs(15);
+const TAKEOVER_BARRIER_LIMIT: Duration = Duration::from_secs(3);
 
 /// Wait until every up peer delivered what its forward queue to this node
 /// held when asked (bounded): the messages published for a session here
 /// while this node was away or cut off, before the others knew where its
-/// client went.
-async fn forward_barrier(shared: &ClusterShared) {
+/// client went. A peer whose link drops meanwhile (a heal restarts this
+/// node's cluster subtree) is asked again once it is back: its queue still
+/// holds those messages, and handing the session over without them would
+/// lose them here.
+async fn forward_barrier(shared: &ClusterShared, limit: Duration) {
     let me = shared.settings.node_name.clone();
-    let limit = FLUSH_LIMIT + Duration::from_secs(1);
-    let got = ask_all(shared, &shared.takeovers.flushes, limit, |id| {
-        TakeoverWire::FlushWanted {
-            id,
-            from: me.clone(),
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut waiting: HashSet<String> = shared.up_peer_names().into_iter().collect();
+    while !waiting.is_empty() {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            break;
         }
-    })
-    .await;
-    if !got.silent.is_empty() {
-        warn!(peers = ?got.silent, "cluster_forward_barrier_incomplete");
+        let peers: Vec<(String, ActorRef<TakeoverMsg>)> = up_peers(shared)
+            .into_iter()
+            .filter(|(n, _)| waiting.contains(n))
+            .collect();
+        if peers.is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        let limit = (FLUSH_LIMIT + Duration::from_secs(1)).min(deadline - now);
+        let got = ask_peers(shared, peers, &shared.takeovers.flushes, limit, |id| {
+            TakeoverWire::FlushWanted {
+                id,
+                from: me.clone(),
+            }
+        })
+        .await;
+        for (peer, ()) in got.answers {
+            waiting.remove(&peer);
+        }
+    }
+    if !waiting.is_empty() {
+        let mut peers: Vec<String> = waiting.into_iter().collect();
+        peers.sort();
+        warn!(?peers, "cluster_forward_barrier_incomplete");
     }
 }
 
@@ -427,7 +462,7 @@ async fn merge_older(shared: Arc<ClusterShared>, peer: String, theirs: Vec<Sessi
     // peers queued for this node while it was away lands in the sessions
     // before they move.
     tokio::time::sleep(shared.settings.heartbeat_interval).await;
-    forward_barrier(&shared).await;
+    forward_barrier(&shared, BARRIER_LIMIT).await;
     for t in older {
         // Ours is the older: it ends here (its connection, if any, gets
         // DISCONNECT 0x8E) and its messages go to the newer one.
@@ -436,13 +471,28 @@ async fn merge_older(shared: Arc<ClusterShared>, peer: String, theirs: Vec<Sessi
         else {
             continue;
         };
-        let Some(remote) = remote_takeover(&shared, &peer) else {
-            warn!(client_id = %t.client_id, peer = %peer, messages = handover.messages.len(), "cluster_session_merge_undeliverable");
+        let n = handover.messages.len();
+        let Some(remote) = resolve_takeover(&shared, &peer).await else {
+            // Gone meanwhile: the session stays here after all.
+            let r = absorb_here(&shared, &t.client_id, handover).await;
+            warn!(client_id = %t.client_id, peer = %peer, messages = n, kept = ?r, "cluster_session_merge_undeliverable_kept_here");
             continue;
         };
+        // Kept until the peer confirms it (`Received`), taken back after
+        // MOVE_CONFIRM_TIMEOUT: the cast is lost if the link drops now.
+        let id = MERGE_ID | shared.takeovers.next_id.fetch_add(1, Ordering::Relaxed);
+        shared.pending_moves.lock().insert(
+            (peer.clone(), id),
+            PendingMove {
+                client: t.client_id.clone(),
+                handover: handover.clone(),
+                since: std::time::Instant::now(),
+            },
+        );
         Counters::inc(&shared.counters.sessions_merged_out);
-        info!(client_id = %t.client_id, to = %peer, messages = handover.messages.len(), "cluster_session_merged_away");
+        info!(client_id = %t.client_id, to = %peer, messages = n, "cluster_session_merged_away");
         let _ = remote.cast(TakeoverMsg::Wire(TakeoverWire::Merge {
+            id,
             from: me.clone(),
             client: t.client_id,
             handover,
@@ -670,7 +720,17 @@ async fn ask_all<T>(
     limit: Duration,
     request: impl Fn(u64) -> TakeoverWire,
 ) -> Gathered<T> {
-    let peers = up_peers(shared);
+    ask_peers(shared, up_peers(shared), gatherings, limit, request).await
+}
+
+/// [`ask_all`] for the given peers only.
+async fn ask_peers<T>(
+    shared: &ClusterShared,
+    peers: Vec<(String, ActorRef<TakeoverMsg>)>,
+    gatherings: &Gatherings<T>,
+    limit: Duration,
+    request: impl Fn(u64) -> TakeoverWire,
+) -> Gathered<T> {
     if peers.is_empty() {
         return Gathered {
             answers: Vec::new(),
@@ -928,6 +988,7 @@ impl Actor for Takeover {
                 let _ = shared.takeovers.flushes.answer(id, &from, ());
             }
             TakeoverWire::Merge {
+                id,
                 from,
                 client,
                 handover,
@@ -939,6 +1000,12 @@ impl Actor for Takeover {
                         Ok(kept) => {
                             Counters::inc(&shared.counters.sessions_merged_in);
                             info!(client_id = %client, from = %from, messages = n, kept, "cluster_session_merged_in");
+                            if let Some(r) = remote_takeover(&shared, &from) {
+                                let _ = r.cast(TakeoverMsg::Wire(TakeoverWire::Received {
+                                    id,
+                                    from: shared.settings.node_name.clone(),
+                                }));
+                            }
                         }
                         Err(e) => {
                             warn!(client_id = %client, peer = %from, messages = n, error = %e, "cluster_session_merge_lost")
@@ -975,6 +1042,12 @@ impl Actor for Takeover {
                 // other requests must not wait behind it.
                 let shared = shared.clone();
                 tokio::spawn(async move {
+                    // What the peers queued for this node may be for this
+                    // session (this node was away, or just back): delivered
+                    // into it before it moves, or lost here once it left.
+                    if !clean_start && has_session(&shared, &client).await {
+                        forward_barrier(&shared, TAKEOVER_BARRIER_LIMIT).await;
+                    }
                     let outcome = hand_over_local(&shared, &client, clean_start, Some(&from)).await;
                     if let HandOverOutcome::Moved(h) = &outcome {
                         shared.pending_moves.lock().insert(
@@ -1017,6 +1090,18 @@ impl Actor for Takeover {
 /// 0 of 3 without), cause not found yet (issue #5 notes). Without it, a
 /// message routed to the old node in the milliseconds of a move is lost.
 const REDIRECT_ON_MOVE: bool = false;
+
+/// Whether this node holds a session of `client`.
+async fn has_session(shared: &ClusterShared, client: &str) -> bool {
+    let Some(registry) = shared.ctx.registry() else {
+        return false;
+    };
+    let client = ClientId::new(client);
+    ractor::call_t!(registry, |r| RegistryMsg::Lookup(client, r), 2_000)
+        .ok()
+        .flatten()
+        .is_some()
+}
 
 /// Ask the registry to give `client` up: discard it (clean start) or hand
 /// it over. `to`: the node it moves to, where what still routes here for
