@@ -1205,6 +1205,75 @@ async fn collect_payloads(
     got
 }
 
+/// A session handed over on a link that dies under it (heartbeats starve
+/// behind a large hand-over on a crawling link, and the link is closed) is
+/// sent again once the link is back, and merged once: every queued message
+/// reaches the client that reconnected on the other node. (The slow-node
+/// chaos scenario lost a 1368-message session this way: it was taken back
+/// only 10 s later, after the run had ended.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_over_lost_with_its_link_is_sent_again_when_the_link_is_back() {
+    let (mut s, proxy) = proxied_sites(&["a", "b"]).await;
+    for site in &mut s {
+        site.env
+            .push(("ROOST_MQTT__MAX_MQUEUE_LEN".into(), "100000".into()));
+    }
+    let _a = s[0].spawn();
+    let _b = s[1].spawn();
+    formed(&s, Duration::from_secs(15)).await;
+    let connect = common::persistent_v5("big-sub", 300);
+    let (mut on_b, _) = Raw::connect_with(s[1].mqtt, connect.clone()).await;
+    on_b.subscribe(1, "big/#", QoS::AtLeastOnce).await;
+    on_b.disconnect().await;
+    // An offline session on b with about 800 KB queued.
+    const N: u32 = 400;
+    let (mut p, _) = Raw::connect(s[1].mqtt, ProtocolVersion::V311, "big-pub", true).await;
+    for i in 0..N {
+        let mut payload = format!("m{i}:").into_bytes();
+        payload.resize(2000, b'x');
+        p.publish_qos1("big/x", payload, (i + 1) as u16).await;
+    }
+    p.disconnect().await;
+    proxy.throttle(1, 0, 16 * 1024);
+    let mut on_a = Raw::connect_tcp(s[0].mqtt, ProtocolVersion::V5).await;
+    on_a.send(Packet::Connect(Box::new(connect))).await;
+    let ack = match on_a.recv_within(Duration::from_secs(20)).await {
+        Some(Packet::ConnAck(a)) => a,
+        other => panic!("expected CONNACK, got {other:?}"),
+    };
+    if !ack.session_present {
+        on_a.subscribe(1, "big/#", QoS::AtLeastOnce).await;
+    }
+    within(Duration::from_secs(20), "the crawling link closed", || {
+        s[1].log_text().contains("cluster_peer_down")
+    })
+    .await;
+    proxy.heal();
+    let mut got = std::collections::BTreeSet::new();
+    while got.len() < N as usize {
+        match on_a.recv_within(Duration::from_secs(15)).await {
+            Some(Packet::Publish(p)) => {
+                let text = String::from_utf8_lossy(&p.payload).to_string();
+                got.insert(text.split(':').next().unwrap().to_owned());
+                on_a.puback(p.packet_id).await;
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    let b_log = s[1].log_text();
+    assert_eq!(got.len(), N as usize, "only {} of {N} arrived", got.len());
+    assert!(
+        b_log.contains("cluster_session_move_resent")
+            || b_log.contains("cluster_session_merged_away"),
+        "{b_log}"
+    );
+    assert!(
+        !b_log.contains("cluster_session_move_unconfirmed_kept_here"),
+        "taken back instead of sent again:\n{b_log}"
+    );
+}
+
 /// `roost ctl restart cluster` on a node whose peer is frozen (nothing
 /// dials in) binds its cluster port again at once: the old listener,
 /// waiting in accept(), must not keep the port (it did until the next

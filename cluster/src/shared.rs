@@ -75,6 +75,10 @@ pub struct ClusterShared {
     /// Sessions handed over to a peer, until it confirms (peer, request id).
     pub pending_moves:
         parking_lot::Mutex<std::collections::HashMap<(String, u64), crate::takeover::PendingMove>>,
+    /// Hand-overs this node got (sender, id), with when: a sender that got
+    /// no `Received` sends the same one again, and it is merged only once.
+    pub received_moves:
+        parking_lot::Mutex<std::collections::HashMap<(String, u64), std::time::Instant>>,
     /// Redirected messages waiting for their client's session, by client.
     pub redirected: parking_lot::Mutex<
         std::collections::HashMap<String, std::collections::VecDeque<roost_storage::QueuedMessage>>,
@@ -103,6 +107,7 @@ impl ClusterShared {
             applied: parking_lot::Mutex::new(std::collections::HashMap::new()),
             redirected: parking_lot::Mutex::new(std::collections::HashMap::new()),
             pending_moves: parking_lot::Mutex::new(std::collections::HashMap::new()),
+            received_moves: parking_lot::Mutex::new(std::collections::HashMap::new()),
         })
     }
 

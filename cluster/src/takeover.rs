@@ -143,6 +143,9 @@ pub fn reconcile_sessions(shared: &Arc<ClusterShared>, peer: &str) {
     let shared = shared.clone();
     let peer = peer.to_owned();
     tokio::spawn(async move {
+        if resolve_takeover(&shared, &peer).await.is_some() {
+            resend_pending_moves(&shared, &peer);
+        }
         let infos = match roost_actors::registry::session_infos(&shared.ctx).await {
             Ok(i) => i,
             Err(e) => {
@@ -179,37 +182,111 @@ pub fn reconcile_sessions(shared: &Arc<ClusterShared>, peer: &str) {
 
 /// A session this node handed over, kept until the asker confirms it got it
 /// ([`TakeoverWire::Received`]): a reply can be lost with its link (a heal
-/// restarts the cluster subtree, a peer dies).
+/// restarts the cluster subtree, a peer dies, heartbeats starve behind a
+/// large hand-over on a slow link and the link is closed).
 pub struct PendingMove {
     pub client: String,
     pub handover: Box<SessionHandover>,
     pub since: std::time::Instant,
+    /// When it was last sent.
+    pub sent: std::time::Instant,
 }
 
 /// Marks the ids of [`TakeoverWire::Merge`]s (this node's own counter),
 /// apart from the askers' takeover request ids in `pending_moves`.
 const MERGE_ID: u64 = 1 << 63;
 
-/// A moved session not confirmed within this is taken back here.
+/// A moved session not confirmed within this is sent again, as a `Merge`
+/// with the same id (the receiver merges each id once), while its peer
+/// is up; taken back here when the peer is down then, or after
+/// [`MOVE_GIVE_UP`].
 const MOVE_CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+const MOVE_GIVE_UP: Duration = Duration::from_secs(60);
+/// How long a receiver remembers a hand-over it merged.
+const RECEIVED_MEMORY: Duration = Duration::from_secs(600);
 
-/// Take back the sessions handed over and never confirmed: each becomes
-/// this node's session again (merged if the client reconnected here), and
-/// every up peer is asked for its sessions so a newer one elsewhere gets
-/// it merged in. Called periodically (the partition supervisor's tick).
+/// Send the unconfirmed hand-overs to `peer` again (its link just came
+/// up: the first may have been lost with the old one).
+fn resend_pending_moves(shared: &Arc<ClusterShared>, peer: &str) {
+    let now = std::time::Instant::now();
+    let again: Vec<(u64, String, Box<SessionHandover>)> = shared
+        .pending_moves
+        .lock()
+        .iter_mut()
+        .filter(|((p, _), _)| p == peer)
+        .map(|((_, id), m)| {
+            m.sent = now;
+            (*id, m.client.clone(), m.handover.clone())
+        })
+        .collect();
+    if again.is_empty() {
+        return;
+    }
+    let Some(remote) = remote_takeover(shared, peer) else {
+        return;
+    };
+    for (id, client, handover) in again {
+        info!(client_id = %client, peer = %peer, messages = handover.messages.len(), "cluster_session_move_resent");
+        let _ = remote.cast(TakeoverMsg::Wire(TakeoverWire::Merge {
+            id,
+            from: shared.settings.node_name.clone(),
+            client,
+            handover,
+        }));
+    }
+}
+
+/// Whether the hand-over `id` of `from` is new here (and now recorded).
+fn first_receipt(shared: &ClusterShared, from: &str, id: u64) -> bool {
+    let mut got = shared.received_moves.lock();
+    got.insert((from.to_owned(), id), std::time::Instant::now())
+        .is_none()
+}
+
+/// Confirm hand-over `id` to `from`.
+fn confirm_receipt(shared: &ClusterShared, from: &str, id: u64) {
+    if let Some(r) = remote_takeover(shared, from) {
+        let _ = r.cast(TakeoverMsg::Wire(TakeoverWire::Received {
+            id,
+            from: shared.settings.node_name.clone(),
+        }));
+    }
+}
+
+/// Send again the sessions handed over and not confirmed whose peer is up;
+/// take back those whose peer is down (or that waited too long): each
+/// becomes this node's session again (merged if the client reconnected
+/// here), and every up peer is asked for its sessions so a newer one
+/// elsewhere gets it merged in. Called periodically (the partition
+/// supervisor's tick).
 pub fn keep_unconfirmed_moves(shared: &Arc<ClusterShared>) {
+    shared
+        .received_moves
+        .lock()
+        .retain(|_, at| at.elapsed() < RECEIVED_MEMORY);
+    let up: HashSet<String> = shared.up_peer_names().into_iter().collect();
+    let mut resend: HashSet<String> = HashSet::new();
     let expired: Vec<PendingMove> = {
         let mut pending = shared.pending_moves.lock();
         if pending.is_empty() {
             return;
         }
-        let keys: Vec<(String, u64)> = pending
-            .iter()
-            .filter(|(_, m)| m.since.elapsed() > MOVE_CONFIRM_TIMEOUT)
-            .map(|(k, _)| k.clone())
-            .collect();
+        let mut keys: Vec<(String, u64)> = Vec::new();
+        for ((peer, id), m) in pending.iter() {
+            if m.sent.elapsed() <= MOVE_CONFIRM_TIMEOUT {
+                continue;
+            }
+            if up.contains(peer) && m.since.elapsed() < MOVE_GIVE_UP {
+                resend.insert(peer.clone());
+            } else {
+                keys.push((peer.clone(), *id));
+            }
+        }
         keys.iter().filter_map(|k| pending.remove(k)).collect()
     };
+    for peer in &resend {
+        resend_pending_moves(shared, peer);
+    }
     if expired.is_empty() {
         return;
     }
@@ -487,6 +564,7 @@ async fn merge_older(shared: Arc<ClusterShared>, peer: String, theirs: Vec<Sessi
                 client: t.client_id.clone(),
                 handover: handover.clone(),
                 since: std::time::Instant::now(),
+                sent: std::time::Instant::now(),
             },
         );
         Counters::inc(&shared.counters.sessions_merged_out);
@@ -924,11 +1002,10 @@ impl Actor for Takeover {
                 outcome,
             } => {
                 if matches!(outcome, HandOverOutcome::Moved(_)) {
-                    if let Some(r) = remote_takeover(shared, &from) {
-                        let _ = r.cast(TakeoverMsg::Wire(TakeoverWire::Received {
-                            id,
-                            from: shared.settings.node_name.clone(),
-                        }));
+                    confirm_receipt(shared, &from, id);
+                    if !first_receipt(shared, &from, id) {
+                        // Sent again as a Merge and merged already.
+                        return Ok(());
                     }
                 }
                 if let Err(HandOverOutcome::Moved(handover)) =
@@ -993,6 +1070,11 @@ impl Actor for Takeover {
                 client,
                 handover,
             } => {
+                if !first_receipt(shared, &from, id) {
+                    // Sent again: its first copy was merged already.
+                    confirm_receipt(shared, &from, id);
+                    return Ok(());
+                }
                 let shared = shared.clone();
                 tokio::spawn(async move {
                     let n = handover.messages.len();
@@ -1000,14 +1082,11 @@ impl Actor for Takeover {
                         Ok(kept) => {
                             Counters::inc(&shared.counters.sessions_merged_in);
                             info!(client_id = %client, from = %from, messages = n, kept, "cluster_session_merged_in");
-                            if let Some(r) = remote_takeover(&shared, &from) {
-                                let _ = r.cast(TakeoverMsg::Wire(TakeoverWire::Received {
-                                    id,
-                                    from: shared.settings.node_name.clone(),
-                                }));
-                            }
+                            confirm_receipt(&shared, &from, id);
                         }
                         Err(e) => {
+                            // Not merged: a copy sent again may be.
+                            shared.received_moves.lock().remove(&(from.clone(), id));
                             warn!(client_id = %client, peer = %from, messages = n, error = %e, "cluster_session_merge_lost")
                         }
                     }
@@ -1056,6 +1135,7 @@ impl Actor for Takeover {
                                 client: client.clone(),
                                 handover: h.clone(),
                                 since: std::time::Instant::now(),
+                                sent: std::time::Instant::now(),
                             },
                         );
                     }
