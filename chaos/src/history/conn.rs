@@ -16,8 +16,13 @@ use tokio::time::Instant;
 
 use crate::client::{Client, ConnectOptions};
 
-/// Bounds the TCP connect and the CONNACK wait, each.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bounds the TCP connect and the CONNACK wait, each. Longer than a
+/// broker's session takeover may take (roost: up to 5 s when the node
+/// holding the session is slow): a client that gives up after 2 s, as this
+/// one did, tries the next node while the first still moves its session,
+/// and its session moves from node to node. Real clients wait longer still
+/// (Paho: 30 s).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(8);
 /// Bounds every write of a batch of packets.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bounds a DISCONNECT and socket shutdown.

@@ -39,7 +39,7 @@
 //! - a connection that goes silent (SIGSTOP, packets dropped) is given up
 //!   5 to 5.25 s after its last packet ([`conn::PING_AFTER`] +
 //!   [`conn::DEAD_AFTER`]); a connect attempt to a silent node after
-//!   [`conn::CONNECT_TIMEOUT`] (2 s).
+//!   [`conn::CONNECT_TIMEOUT`] (8 s).
 //!
 //! Broker settings that matter: a subscriber's queue is bounded by the
 //! broker (roost: `mqtt.max_mqueue_len`, 1000 by default, QoS 0 included
