@@ -1165,10 +1165,15 @@ impl Actor for Takeover {
 }
 
 /// Whether a session that moves leaves a redirect on this node (see
-/// `RouteTable::add_redirect`). Off: with it, the slow-node chaos scenario
-/// lost messages for the subscriber of the frozen node (2 to 3 runs of 4;
-/// 0 of 3 without), cause not found yet (issue #5 notes). Without it, a
-/// message routed to the old node in the milliseconds of a move is lost.
+/// `RouteTable::add_redirect`). Off. The loss slow-node showed with it was
+/// a hand-over lost with its link (sent again since c721b3f); with that
+/// fixed, slow-node passes with it (6 of 6 under CPU load), but
+/// stale-peer-restart gets QoS 2 duplicates in every run: a message that
+/// came from a peer is redirected with `also_routed` false, so the client's
+/// new node delivers it even when its own routes (or its origin's local
+/// routing) already did. Telling the two copies apart needs message
+/// identity (issue #5 notes). Without the redirect, a message routed to
+/// the old node in the milliseconds of a move is lost.
 const REDIRECT_ON_MOVE: bool = false;
 
 /// Whether this node holds a session of `client`.
