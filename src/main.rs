@@ -74,6 +74,16 @@ fn start(args: StartArgs, verbose: u8) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        // Before the node starts: its listeners accept clients at once, and
+        // a SIGINT or SIGTERM from then on must be a clean shutdown, not
+        // the default action (exit by signal, nothing flushed).
+        let shutdown = match ShutdownSignal::install() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("roost: cannot install the signal handlers: {e}");
+                return ExitCode::from(1);
+            }
+        };
         let options = NodeOptions { log: Some(log) };
         let mut node = match Node::start_with(config, options).await {
             Ok(n) => n,
@@ -83,7 +93,7 @@ fn start(args: StartArgs, verbose: u8) -> ExitCode {
             }
         };
         tokio::select! {
-            _ = shutdown_signal() => {
+            _ = shutdown.wait() => {
                 tracing::info!("shutdown_requested");
                 node.shutdown().await;
                 ExitCode::SUCCESS
@@ -96,24 +106,35 @@ fn start(args: StartArgs, verbose: u8) -> ExitCode {
     })
 }
 
-/// SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGINT or SIGTERM, registered when installed.
+struct ShutdownSignal {
     #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignal {
+    fn install() -> std::io::Result<ShutdownSignal> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(ShutdownSignal {
+                int: signal(SignalKind::interrupt())?,
+                term: signal(SignalKind::terminate())?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(ShutdownSignal {})
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+
+    async fn wait(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
