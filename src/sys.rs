@@ -101,6 +101,7 @@ impl Actor for Sys {
 
 fn sys_message(topic: String, payload: String) -> Message {
     Message {
+        id: roost_protocol::MessageId::NONE,
         topic: topic.into(),
         payload: Bytes::from(payload),
         qos: QoS::AtMostOnce,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{temp_data_dir, Raw};
 use roost_chaos::proxy::FaultProxy;
-use roost_protocol::packet::{Packet, ProtocolVersion, QoS};
+use roost_protocol::packet::{Packet, ProtocolVersion, Publish, QoS};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_roost");
@@ -1272,6 +1272,67 @@ async fn a_hand_over_lost_with_its_link_is_sent_again_when_the_link_is_back() {
         !b_log.contains("cluster_session_move_unconfirmed_kept_here"),
         "taken back instead of sent again:\n{b_log}"
     );
+}
+
+/// A subscriber whose node was killed reconnects to the other node and
+/// gets a new session there; what is published meanwhile goes to that
+/// session and is also queued toward the dead node (its routes are
+/// remembered). When the node is back, its restored session, holding those
+/// same messages, is merged into the new one: the copies the new session
+/// had already are skipped by message identity. Each message arrives
+/// once (the kill-restart chaos scenario had thousands of QoS 2
+/// duplicates this way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merged_session_brings_no_copy_of_what_the_newer_one_had() {
+    let s = sites(&["a", "b"]);
+    let _a = s[0].spawn();
+    let b = s[1].spawn();
+    formed(&s, Duration::from_secs(15)).await;
+    let connect = common::persistent_v5("twin-sub", 300);
+    let (mut on_b, _) = Raw::connect_with(s[1].mqtt, connect.clone()).await;
+    on_b.subscribe(1, "tw/#", QoS::AtLeastOnce).await;
+    routes_reach(&s[0], &s[1], 1).await;
+    // Routes are stored at most once a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    b.kill9();
+    drop(on_b);
+    within(Duration::from_secs(10), "a sees b down", || {
+        s[0].status_of(&s[1].name).as_deref() == Some("down")
+    })
+    .await;
+    let (mut on_a, ack) = Raw::connect_with(s[0].mqtt, connect).await;
+    assert!(!ack.session_present, "b is down: a new session on a");
+    on_a.subscribe(1, "tw/#", QoS::AtLeastOnce).await;
+    const N: u32 = 50;
+    publish_n(&s[0], "tw/x", "m", N).await;
+    let mut seen = std::collections::BTreeMap::<String, u32>::new();
+    let mut take = |p: &Publish| {
+        *seen
+            .entry(String::from_utf8_lossy(&p.payload).to_string())
+            .or_default() += 1;
+    };
+    for _ in 0..N {
+        let p = on_a.expect_publish().await;
+        take(&p);
+        on_a.puback(p.packet_id).await;
+    }
+    let (_b, _) = s[1].start().await;
+    within(
+        Duration::from_secs(20),
+        "b merged its session into a's",
+        || s[1].log_text().contains("cluster_session_merged_away"),
+    )
+    .await;
+    while let Some(packet) = on_a.recv_within(Duration::from_secs(3)).await {
+        if let Packet::Publish(p) = packet {
+            take(&p);
+            on_a.puback(p.packet_id).await;
+        }
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert_eq!(seen.len(), N as usize, "{seen:?}");
+    assert!(twice.is_empty(), "delivered twice: {twice:?}");
+    assert!(metric(&s[0], "roost_cluster_merge_duplicates_skipped_total") >= 1);
 }
 
 /// `roost ctl restart cluster` on a node whose peer is frozen (nothing

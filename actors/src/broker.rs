@@ -111,6 +111,9 @@ pub struct Counters {
     /// included), by QoS (index 0, 1, 2).
     pub publish_received: [AtomicU64; 3],
     pub publish_sent: [AtomicU64; 3],
+    /// Messages of a session merged from another node that the session
+    /// here had already (see `SessionMsg::WatchTwins`).
+    pub merge_duplicates_skipped: AtomicU64,
 }
 
 impl Counters {

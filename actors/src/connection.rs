@@ -361,6 +361,7 @@ impl ConnectionState {
                     .then(|| self.awaiting_rel_batch())
                     .flatten();
                 self.awaiting_stored = with.is_some();
+                let m = m.with_id(roost_protocol::MessageId::next());
                 let outcome = publish_with(&self.ctx, Arc::new(m), with);
                 for c in outcome.congested {
                     if !self.congested.iter().any(|i| i.same(&c)) {
@@ -460,14 +461,15 @@ impl ConnectionState {
         };
         // Client ids are unique cluster-wide: another node's session of
         // this client ends (or moves here) first.
-        let handover = match self.ctx.remote_sessions() {
+        let taken = match self.ctx.remote_sessions() {
             Some(remote) => {
                 remote
                     .take_over(info.client_id.clone(), info.clean_start)
                     .await
             }
-            None => None,
+            None => crate::registry::TakeOver::default(),
         };
+        let handover = taken.handover;
         let req = OpenRequest {
             info: info.clone(),
             conn: myself.clone(),
@@ -489,6 +491,10 @@ impl ConnectionState {
                 return;
             }
         };
+        if taken.unreached {
+            // Before the CONNACK: nothing reaches the session before it.
+            let _ = opened.session.cast(SessionMsg::WatchTwins);
+        }
         self.outbound.set_max_packet_size(info.maximum_packet_size);
         self.channel.restore_awaiting_rel(opened.awaiting_rel);
         self.stored = opened.stored;

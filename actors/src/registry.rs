@@ -46,8 +46,19 @@ pub struct OpenRequest {
     pub handover: Option<Box<SessionHandover>>,
 }
 
+/// What [`RemoteSessions::take_over`] found.
+#[derive(Default)]
+pub struct TakeOver {
+    /// The session that moved here, if there was one.
+    pub handover: Option<Box<SessionHandover>>,
+    /// A node that may hold a session of this client could not be asked,
+    /// or did not answer: that session may be merged into this one later
+    /// (see `SessionMsg::WatchTwins`).
+    pub unreached: bool,
+}
+
 /// The future of [`RemoteSessions::take_over`].
-pub type TakeOverFuture = Pin<Box<dyn Future<Output = Option<Box<SessionHandover>>> + Send>>;
+pub type TakeOverFuture = Pin<Box<dyn Future<Output = TakeOver> + Send>>;
 
 /// Client ids are unique cluster-wide (the cluster layer implements this;
 /// a node without peers has none).

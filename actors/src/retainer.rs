@@ -300,6 +300,7 @@ mod tests {
 
     fn retained(topic: &str, payload: &'static [u8], expires_at: Option<Instant>) -> Arc<Message> {
         Arc::new(Message {
+            id: roost_protocol::MessageId::NONE,
             topic: ByteString::from(topic),
             payload: bytes::Bytes::from_static(payload),
             qos: QoS::AtLeastOnce,

@@ -86,6 +86,23 @@ pub enum SessionMsg {
     /// (the newest connection's are the client's). Answers how many
     /// messages were kept.
     Absorb(Vec<roost_storage::QueuedMessage>, RpcReplyPort<usize>),
+    /// This session was made while a node that may hold another session of
+    /// its client could not be asked (down, cut off, silent): note the
+    /// identities of the messages it gets, so that when that other session
+    /// is merged into it ([`SessionMsg::Absorb`]), the copies it already
+    /// had are skipped.
+    WatchTwins,
+}
+
+/// Most message identities a session notes while it watches for a twin
+/// ([`SessionMsg::WatchTwins`]): about 6 MB. Past it, it stops noting (and
+/// logs it); a later merge may then duplicate, never lose.
+const TWIN_WATCH_MAX: usize = 200_000;
+
+/// The identities a session watching for a twin got.
+struct SeenIds {
+    ids: HashSet<roost_protocol::MessageId>,
+    full: bool,
 }
 
 // Local-only (ractor's `cluster` feature: see the workspace Cargo.toml).
@@ -286,6 +303,8 @@ pub struct SessionActorState {
     loaded: Vec<Loaded>,
     /// See [`SessionInfo::since_ms`].
     since_ms: u64,
+    /// See [`SessionMsg::WatchTwins`].
+    twins: Option<Box<SeenIds>>,
 }
 
 impl Actor for Session {
@@ -318,6 +337,7 @@ impl Actor for Session {
             durable: None,
             loaded: Vec::new(),
             since_ms: crate::broker::unix_ms(),
+            twins: None,
         };
         if let Some(record) = args.restored {
             Box::pin(st.restore(&myself, *record)).await;
@@ -391,6 +411,15 @@ impl Actor for Session {
                 SessionMsg::Absorb(messages, reply) => {
                     let _ = reply.send(st.absorb(messages));
                 }
+                SessionMsg::WatchTwins => {
+                    if st.twins.is_none() {
+                        debug!(client_id = %st.client_id, "session_watching_for_twin");
+                        st.twins = Some(Box::new(SeenIds {
+                            ids: HashSet::new(),
+                            full: false,
+                        }));
+                    }
+                }
                 SessionMsg::HandOver(redirect, reply) => {
                     // Before the state is taken: a message routed from now
                     // on follows the client (one routed in between may be
@@ -430,6 +459,20 @@ impl Actor for Session {
     }
 }
 
+impl SeenIds {
+    fn note(&mut self, client: &ClientId, id: roost_protocol::MessageId) {
+        if self.full || id.is_none() {
+            return;
+        }
+        if self.ids.len() >= TWIN_WATCH_MAX {
+            self.full = true;
+            warn!(client_id = %client, max = TWIN_WATCH_MAX, "session_twin_watch_full: a later merge may duplicate");
+            return;
+        }
+        self.ids.insert(id);
+    }
+}
+
 impl SessionActorState {
     fn drain(&mut self) {
         self.inbox.drain_into(&mut self.batch);
@@ -442,6 +485,9 @@ impl SessionActorState {
         while let Some(d) = self.batch.pop_front() {
             #[cfg(feature = "test-hooks")]
             crate::test_hooks::maybe_panic_session(&d.message.topic);
+            if let Some(t) = self.twins.as_mut() {
+                t.note(&self.client_id, d.message.id);
+            }
             match self.durable.as_mut() {
                 Some(dq) if d.stored.is_some() => dq.offer(d, online),
                 _ => self.session.deliver(d, online, now, &mut self.out),
@@ -742,7 +788,17 @@ impl SessionActorState {
     /// delivers them like routed messages. What was inflight on the other
     /// node goes as new messages: the other connection never acknowledged
     /// it. Released QoS 2 exchanges (only a PUBREL owed there) are done.
-    fn absorb(&mut self, queued: Vec<roost_storage::QueuedMessage>) -> usize {
+    fn absorb(&mut self, mut queued: Vec<roost_storage::QueuedMessage>) -> usize {
+        if let Some(t) = &self.twins {
+            // The other session's copies of messages this one got too.
+            let before = queued.len();
+            queued.retain(|q| !t.ids.contains(&q.id.into()));
+            let skipped = (before - queued.len()) as u64;
+            if skipped > 0 {
+                Counters::add(&self.ctx.counters.merge_duplicates_skipped, skipped);
+                info!(client_id = %self.client_id, skipped, "session_merge_duplicates_skipped");
+            }
+        }
         let (now, now_ms) = (Instant::now(), crate::broker::unix_ms());
         let n = queued.len();
         let online = self.online();
@@ -758,8 +814,9 @@ impl SessionActorState {
             }
         } else {
             for q in queued {
+                let message = q.message.into_message(now, now_ms).with_id(q.id.into());
                 let d = Delivery {
-                    message: Arc::new(q.message.into_message(now, now_ms)),
+                    message: Arc::new(message),
                     opts: q.delivery.into(),
                     stored: None,
                 };
@@ -1054,7 +1111,8 @@ impl SessionActorState {
 
     fn publish_will(&mut self) {
         if let Some(w) = self.will.take() {
-            let msg = Message::from_will(*w, self.client_id.clone(), Instant::now());
+            let msg = Message::from_will(*w, self.client_id.clone(), Instant::now())
+                .with_id(roost_protocol::MessageId::next());
             debug!(client_id = %self.client_id, topic = %msg.topic, "will_published");
             crate::broker::publish(&self.ctx, Arc::new(msg));
         }

@@ -27,7 +27,7 @@ use roost_actors::broker::{dispatch_from_peer, dispatch_shared_from_peer, unix_m
 use roost_actors::overflow::{OverflowConfig, OverflowMailbox, OverflowMode, PushOutcome};
 use roost_actors::router::{ClientRedirect, Congested, RouteSink};
 use roost_actors::valve::Valve;
-use roost_protocol::{ClientId, DeliveryOpts, Message};
+use roost_protocol::{ClientId, DeliveryOpts, Message, MessageId};
 use roost_storage::{DeliveryRecord, ForwardedProperties, QueuedMessage, StoredMessage, StoredQos};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
@@ -181,6 +181,7 @@ impl StoredRef<'_> {
         let left_ms = self.expires_at_ms.map(|at| at.saturating_sub(now_ms));
         let expiry_interval = left_ms.map(|ms| u32::try_from(ms / 1000).unwrap_or(u32::MAX));
         Message {
+            id: MessageId::NONE,
             topic: text(0..t),
             payload: buf.slice(t + p..),
             qos: self.qos.into(),
@@ -217,8 +218,22 @@ fn stored(msg: &Message) -> StoredMessage {
     }
 }
 
-fn encode_entry(entry: &Forwarded, hint: usize) -> postcard::Result<Bytes> {
-    postcard::to_extend(entry, Vec::with_capacity(hint)).map(Bytes::from)
+/// A forward entry: the postcard [`Forwarded`], then the message's
+/// identity (two varints). An entry stored before identities existed ends
+/// after the `Forwarded`: its message has none ([`read_entry`]).
+fn encode_entry(entry: &Forwarded, id: MessageId, hint: usize) -> postcard::Result<Bytes> {
+    let buf = postcard::to_extend(entry, Vec::with_capacity(hint + 20))?;
+    postcard::to_extend(&(id.boot, id.seq), buf).map(Bytes::from)
+}
+
+/// An entry written by [`encode_entry`] (or before identities existed).
+fn read_entry(bytes: &[u8]) -> postcard::Result<(ForwardedRef<'_>, MessageId)> {
+    let (entry, rest) = postcard::take_from_bytes::<ForwardedRef>(bytes)?;
+    if rest.is_empty() {
+        return Ok((entry, MessageId::NONE));
+    }
+    let (boot, seq) = postcard::from_bytes::<(u64, u64)>(rest)?;
+    Ok((entry, MessageId { boot, seq }))
 }
 
 /// Bytes an encoded entry of `msg` needs, about (no regrowth for messages
@@ -256,7 +271,7 @@ impl RouteSink for PeerSink {
         });
         let bytes = match cached {
             Some(b) => b,
-            None => match encode_entry(&Forwarded::Normal(stored(msg)), entry_hint(msg)) {
+            None => match encode_entry(&Forwarded::Normal(stored(msg)), msg.id, entry_hint(msg)) {
                 Ok(b) => {
                     LAST_ENCODED.set(Some((msg.clone(), b.clone())));
                     b
@@ -274,7 +289,7 @@ impl RouteSink for PeerSink {
             filter: filter.to_owned(),
             message,
         };
-        match encode_entry(&entry, entry_hint(msg) + group.len() + filter.len()) {
+        match encode_entry(&entry, msg.id, entry_hint(msg) + group.len() + filter.len()) {
             Ok(b) => self.push(b),
             Err(e) => self.encode_failed(e),
         }
@@ -307,7 +322,7 @@ impl ClientRedirect for ClientSink {
             also_routed,
             message: stored(msg),
         };
-        match encode_entry(&entry, entry_hint(msg) + client.0.len() + 16) {
+        match encode_entry(&entry, msg.id, entry_hint(msg) + client.0.len() + 16) {
             Ok(b) => self.sink.push(b),
             Err(e) => self.sink.encode_failed(e),
         }
@@ -602,21 +617,24 @@ impl Actor for Ingress {
                         through = through.max(seq);
                         continue;
                     }
-                    match postcard::from_bytes::<ForwardedRef>(bytes) {
-                        Ok(ForwardedRef::Normal(stored)) => {
-                            let msg = Arc::new(stored.into_message(now, now_ms));
+                    match read_entry(bytes) {
+                        Ok((ForwardedRef::Normal(stored), id)) => {
+                            let msg = Arc::new(stored.into_message(now, now_ms).with_id(id));
                             let out = dispatch_from_peer(&shared.ctx, msg);
                             paused +=
                                 Congested::wait_all(out.congested, limit.saturating_sub(paused))
                                     .await;
                             applied += 1;
                         }
-                        Ok(ForwardedRef::Shared {
-                            group,
-                            filter,
-                            message,
-                        }) => {
-                            let msg = Arc::new(message.into_message(now, now_ms));
+                        Ok((
+                            ForwardedRef::Shared {
+                                group,
+                                filter,
+                                message,
+                            },
+                            id,
+                        )) => {
+                            let msg = Arc::new(message.into_message(now, now_ms).with_id(id));
                             let out = dispatch_shared_from_peer(&shared.ctx, msg, group, filter);
                             if out.delivered == 0 {
                                 Counters::inc(&shared.counters.shared_no_member);
@@ -627,13 +645,16 @@ impl Actor for Ingress {
                                     .await;
                             applied += 1;
                         }
-                        Ok(ForwardedRef::ToClient {
-                            client,
-                            delivery,
-                            also_routed,
-                            message,
-                        }) => {
-                            let msg = message.into_message(now, now_ms);
+                        Ok((
+                            ForwardedRef::ToClient {
+                                client,
+                                delivery,
+                                also_routed,
+                                message,
+                            },
+                            id,
+                        )) => {
+                            let msg = message.into_message(now, now_ms).with_id(id);
                             // The same message came just before through the
                             // routes: if they reached the client, done.
                             if also_routed
@@ -650,6 +671,7 @@ impl Actor for Ingress {
                             let queued = QueuedMessage {
                                 delivery,
                                 message: StoredMessage::from_message(&msg, now, now_ms),
+                                id: id.into(),
                             };
                             crate::takeover::redirected(shared, client, queued);
                             applied += 1;
@@ -718,6 +740,7 @@ mod tests {
         };
         let now = Instant::now();
         Message {
+            id: MessageId::next(),
             topic: topic.into(),
             payload: Bytes::copy_from_slice(payload),
             qos: QoS::AtLeastOnce,
@@ -740,11 +763,18 @@ mod tests {
             let later = (now + Duration::from_millis(1500), now_ms + 1500);
             let want = stored.clone().into_message(later.0, later.1);
 
-            let bytes = encode_entry(&Forwarded::Normal(stored.clone()), 8).unwrap();
-            let ForwardedRef::Normal(r) = postcard::from_bytes::<ForwardedRef>(&bytes).unwrap()
-            else {
+            let bytes = encode_entry(&Forwarded::Normal(stored.clone()), m.id, 8).unwrap();
+            let (ForwardedRef::Normal(r), id) = read_entry(&bytes).unwrap() else {
                 panic!("not normal")
             };
+            assert_eq!(id, m.id);
+            assert_eq!(r.into_message(later.0, later.1), want);
+            // An entry stored before identities: read, with none.
+            let old = postcard::to_allocvec(&Forwarded::Normal(stored.clone())).unwrap();
+            let (ForwardedRef::Normal(r), id) = read_entry(&old).unwrap() else {
+                panic!("not normal")
+            };
+            assert_eq!(id, MessageId::NONE);
             assert_eq!(r.into_message(later.0, later.1), want);
 
             let shared = Forwarded::Shared {
@@ -752,15 +782,19 @@ mod tests {
                 filter: "a/#".into(),
                 message: stored,
             };
-            let bytes = encode_entry(&shared, 8).unwrap();
-            let ForwardedRef::Shared {
-                group,
-                filter,
-                message,
-            } = postcard::from_bytes::<ForwardedRef>(&bytes).unwrap()
+            let bytes = encode_entry(&shared, m.id, 8).unwrap();
+            let (
+                ForwardedRef::Shared {
+                    group,
+                    filter,
+                    message,
+                },
+                id,
+            ) = read_entry(&bytes).unwrap()
             else {
                 panic!("not shared")
             };
+            assert_eq!(id, m.id);
             assert_eq!((group, filter), ("g", "a/#"));
             assert_eq!(message.into_message(later.0, later.1), want);
         }

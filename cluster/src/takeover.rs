@@ -25,7 +25,7 @@ use parking_lot::Mutex;
 use ractor::message::{BoxedDowncastErr, SerializedMessage};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use roost_actors::broker::Counters;
-use roost_actors::registry::{RegistryMsg, RemoteSessions, TakeOverFuture};
+use roost_actors::registry::{RegistryMsg, RemoteSessions, TakeOver, TakeOverFuture};
 use roost_actors::session::handover::{HandOverOutcome, HandoverMessage, SessionHandover};
 use roost_protocol::ClientId;
 use roost_storage::{QueuedMessage, StoredMessage};
@@ -910,11 +910,7 @@ impl RemoteSessions for ClusterSessions {
     }
 }
 
-async fn take_over(
-    shared: &Arc<ClusterShared>,
-    client: ClientId,
-    clean_start: bool,
-) -> Option<Box<SessionHandover>> {
+async fn take_over(shared: &Arc<ClusterShared>, client: ClientId, clean_start: bool) -> TakeOver {
     // It moved away from here earlier and now comes back: stop sending
     // what routes here for it to the node it had moved to.
     shared.ctx.routes.remove_redirect(&client);
@@ -952,7 +948,18 @@ async fn take_over(
     if moved.is_some() {
         Counters::inc(&t.moved_in);
     }
-    moved
+    // A member down or cut off now may hold a session of this client that
+    // comes back to be merged into this one.
+    let unreached = !asked.silent.is_empty()
+        || shared
+            .links
+            .read()
+            .values()
+            .any(|l| !l.up.load(Ordering::Acquire));
+    TakeOver {
+        handover: moved,
+        unreached,
+    }
 }
 
 pub struct Takeover;

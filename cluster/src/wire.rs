@@ -30,7 +30,7 @@ pub const DATA_GROUP: &str = "roost.cluster.data";
 /// 3: `Hello` and `Heartbeat` carry the sender's cluster epoch, the
 /// heartbeat the peers it sees up, route updates the epoch they belong to;
 /// [`Control::Partition`] (issue #5).
-pub const WIRE_VERSION: u8 = 3;
+pub const WIRE_VERSION: u8 = 4;
 
 /// Membership, heartbeat and route replication.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -25,4 +25,4 @@ pub mod channel;
 pub mod message;
 pub mod session;
 
-pub use message::{ClientId, Delivery, DeliveryOpts, Message};
+pub use message::{ClientId, Delivery, DeliveryOpts, Message, MessageId};

@@ -42,9 +42,61 @@ impl fmt::Display for ClientId {
     }
 }
 
+/// The identity of one published message, cluster-wide: given once, where
+/// the PUBLISH (or the will) entered the cluster, and carried with every
+/// copy (forwards, queues, hand-overs). Two copies with the same identity
+/// are the same message: a session merged from another node skips the
+/// copies it already had.
+///
+/// `boot` is drawn at random when the process starts, so identities from
+/// different nodes, or from one node before and after a restart, never
+/// collide; `seq` counts within the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub struct MessageId {
+    pub boot: u64,
+    pub seq: u64,
+}
+
+impl MessageId {
+    /// No identity: a message the broker made itself (`$SYS`), or one
+    /// stored before identities existed. Never equal to a real one.
+    pub const NONE: MessageId = MessageId { boot: 0, seq: 0 };
+
+    /// A new identity.
+    pub fn next() -> MessageId {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::OnceLock;
+        static BOOT: OnceLock<u64> = OnceLock::new();
+        static SEQ: AtomicU64 = AtomicU64::new(1);
+        let boot = *BOOT.get_or_init(|| {
+            use std::hash::{BuildHasher, Hasher};
+            // RandomState is seeded from the OS: a random 64-bit value.
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos()),
+            );
+            h.write_u32(std::process::id());
+            h.finish().max(1)
+        });
+        MessageId {
+            boot,
+            seq: SEQ.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    pub fn is_none(&self) -> bool {
+        *self == MessageId::NONE
+    }
+}
+
 /// An application message in flight through the broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
+    /// Given where it was published ([`MessageId::next`], by the broker's
+    /// publish path); [`MessageId::NONE`] until then.
+    pub id: MessageId,
     pub topic: ByteString,
     pub payload: Bytes,
     /// QoS the publisher used; each delivery is downgraded to the
@@ -72,6 +124,9 @@ impl Message {
             .message_expiry_interval
             .map(|s| now + Duration::from_secs(u64::from(s)));
         Message {
+            // Given by the broker when it publishes it (the channel is
+            // deterministic: equal inputs, equal messages).
+            id: MessageId::NONE,
             topic: p.topic,
             payload: p.payload,
             qos: p.qos,
@@ -103,6 +158,12 @@ impl Message {
             ..Publish::default()
         };
         Message::from_publish(publish, publisher, now)
+    }
+
+    /// The same message with identity `id`.
+    pub fn with_id(mut self, id: MessageId) -> Message {
+        self.id = id;
+        self
     }
 
     pub fn is_expired(&self, now: Instant) -> bool {

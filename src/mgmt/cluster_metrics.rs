@@ -31,6 +31,7 @@ pub struct ClusterSnapshot {
     pub autocleaned: u64,
     pub sessions_merged_in: u64,
     pub sessions_merged_out: u64,
+    pub merge_duplicates_skipped: u64,
     pub redirected_in: u64,
     pub redirected_dropped: u64,
 }
@@ -75,6 +76,7 @@ pub async fn snapshot(cluster: &Cluster) -> ClusterSnapshot {
         autocleaned: Counters::get(&c.autocleaned),
         sessions_merged_in: Counters::get(&c.sessions_merged_in),
         sessions_merged_out: Counters::get(&c.sessions_merged_out),
+        merge_duplicates_skipped: Counters::get(&shared.ctx.counters.merge_duplicates_skipped),
         redirected_in: Counters::get(&c.redirected_in),
         redirected_dropped: Counters::get(&c.redirected_dropped),
     }
@@ -184,6 +186,11 @@ pub fn register(r: &mut Registry, s: &ClusterSnapshot) {
             "cluster_sessions_merged_out",
             "Sessions of this node handed to another node that held a newer one of the same client",
             s.sessions_merged_out,
+        ),
+        (
+            "cluster_merge_duplicates_skipped",
+            "Messages of a merged-in session that the session here had already (same message identity), skipped",
+            s.merge_duplicates_skipped,
         ),
         (
             "cluster_redirected",

@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 
 use bytestring::ByteString;
 use roost_protocol::{
-    ClientId, DeliveryOpts, LastWill, Message, ProtocolVersion, PublishProperties, QoS,
+    ClientId, DeliveryOpts, LastWill, Message, MessageId, ProtocolVersion, PublishProperties, QoS,
     RetainHandling, SubscriptionOptions, WillProperties,
 };
 
 use crate::record::{
-    DeliveryRecord, ForwardedProperties, QueuedMessage, StoredMessage, StoredProtocol, StoredQos,
-    StoredRetainHandling, StoredSubscriptionOptions, StoredWill,
+    DeliveryRecord, ForwardedProperties, QueuedMessage, StoredMessage, StoredMessageId,
+    StoredProtocol, StoredQos, StoredRetainHandling, StoredSubscriptionOptions, StoredWill,
 };
 
 impl From<QoS> for StoredQos {
@@ -159,6 +159,7 @@ impl StoredMessage {
         let left_ms = self.expires_at_ms.map(|at| at.saturating_sub(now_ms));
         let expiry_interval = left_ms.map(|ms| u32::try_from(ms / 1000).unwrap_or(u32::MAX));
         Message {
+            id: MessageId::NONE,
             topic: ByteString::from(self.topic),
             payload: self.payload,
             qos: self.qos.into(),
@@ -201,6 +202,25 @@ impl QueuedMessage {
         QueuedMessage {
             delivery: opts.into(),
             message: StoredMessage::from_message(m, now, now_ms),
+            id: m.id.into(),
+        }
+    }
+}
+
+impl From<MessageId> for StoredMessageId {
+    fn from(id: MessageId) -> StoredMessageId {
+        StoredMessageId {
+            boot: id.boot,
+            seq: id.seq,
+        }
+    }
+}
+
+impl From<StoredMessageId> for MessageId {
+    fn from(id: StoredMessageId) -> MessageId {
+        MessageId {
+            boot: id.boot,
+            seq: id.seq,
         }
     }
 }

@@ -18,14 +18,17 @@
 //!   and skipped by the loads, and left on disk for an operator.
 //!
 //! # Format versioning
-//! Every value is one format byte ([`FORMAT_V1`]) then a postcard-encoded
+//! Every value is one format byte ([`FORMAT_V2`] since queued messages
+//! carry their message's identity; [`FORMAT_V1`] values are still read)
+//! then a postcard-encoded
 //! record from `record.rs`; those types *are* the on-disk format (postcard
 //! has no field names): changing one means a new format version with its own
 //! decoder (see `record.rs`). A record with a newer format byte is refused
 //! with [`StorageError::NewerFormat`], never misread and never skipped. The
 //! store itself carries a marker (key `roost.store` in the default column
 //! family) whose format byte is checked at open: a data dir written by a
-//! newer Roost is refused before anything is read. Key layouts are in
+//! newer Roost is refused before anything is read; a V1 store's marker is
+//! rewritten as V2 when opened. Key layouts are in
 //! `keys.rs`.
 //!
 //! # Invariants
@@ -100,8 +103,9 @@ pub use keys::ColumnFamily;
 pub use reads::{Page, QueueEntry};
 pub use record::{
     DeliveryRecord, FifoItem, ForwardedProperties, InflightStage, InflightState, QueuedMessage,
-    SessionRecord, StoredMessage, StoredProtocol, StoredQos, StoredRetainHandling,
-    StoredSubscription, StoredSubscriptionOptions, StoredWill, FORMAT_V1, SUPPORTED_FORMAT,
+    SessionRecord, StoredMessage, StoredMessageId, StoredProtocol, StoredQos, StoredRetainHandling,
+    StoredSubscription, StoredSubscriptionOptions, StoredWill, FORMAT_V1, FORMAT_V2,
+    SUPPORTED_FORMAT,
 };
 pub use roost_protocol::ClientId;
 pub use storage::{CorruptRecord, Storage, StorageOptions, StorageStats};

@@ -263,7 +263,8 @@ impl Pager<'_> {
 
     fn message(&mut self, seq: u64, key: &[u8], value: &[u8]) -> Result<()> {
         let cf = ColumnFamily::SessionMsgs;
-        match self.storage.decode_or_report(cf, key, value)? {
+        let decode = crate::record::decode_queued;
+        match self.storage.decode_or_report_with(cf, key, value, decode)? {
             Some(message) => self.page.entries.push(QueueEntry {
                 seq,
                 message,

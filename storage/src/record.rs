@@ -3,11 +3,13 @@
 //! Every stored value is one format byte followed by the postcard encoding of
 //! a record type. Postcard writes struct fields in declaration order and enum
 //! variants by index, with no field names, so **the types in this file are
-//! the on-disk format `FORMAT_V1`**: reordering, removing or retyping a field
+//! the on-disk format `FORMAT_V2`**: reordering, removing or retyping a field
 //! or an enum variant, or inserting one anywhere, changes the format. Such a
-//! change adds a `FORMAT_V2` with its own types, keeps a V1 decoder that
-//! converts old records, and bumps [`SUPPORTED_FORMAT`];
-//! `format_v1_bytes_are_frozen` in the tests fails when this file drifts.
+//! change adds a `FORMAT_V3` with its own types, keeps decoders that
+//! convert older records, and bumps [`SUPPORTED_FORMAT`]. V2 differs from V1
+//! only in [`QueuedMessage`] (its `id` at the end), decoded from V1 by
+//! `decode_queued`; `format_v1_bytes_are_frozen` and
+//! `format_v2_bytes_are_frozen` in the tests fail when this file drifts.
 //!
 //! These types deliberately do not reuse `roost-protocol`'s packet types, so
 //! a change there cannot silently change what is on disk; `convert.rs` maps
@@ -19,11 +21,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{RecordError, Result, StorageError};
 
-/// Format byte of every record written by this version of Roost.
+/// Format byte of the records written before message identities.
 pub const FORMAT_V1: u8 = 1;
+/// Format byte of every record written by this version of Roost. V2 is V1
+/// with one change: a [`QueuedMessage`] ends with its message's identity
+/// ([`StoredMessageId`]). Every other record has the V1 layout; a V1
+/// queued message decodes with no identity.
+pub const FORMAT_V2: u8 = 2;
 /// The newest format this version of Roost reads. A record or a store marker
 /// with a higher format byte is refused ([`StorageError::NewerFormat`]).
-pub const SUPPORTED_FORMAT: u8 = FORMAT_V1;
+pub const SUPPORTED_FORMAT: u8 = FORMAT_V2;
 
 /// Quality of service. [MQTT-4.3]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -93,6 +100,24 @@ pub struct DeliveryRecord {
 pub struct QueuedMessage {
     pub delivery: DeliveryRecord,
     pub message: StoredMessage,
+    /// The message's identity (`roost_protocol::MessageId`); all zero when
+    /// it has none (stored by a V1 version, or a broker message). Last, so
+    /// that the V2 bytes are the V1 bytes followed by it.
+    pub id: StoredMessageId,
+}
+
+/// `roost_protocol::MessageId` as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct StoredMessageId {
+    pub boot: u64,
+    pub seq: u64,
+}
+
+/// [`QueuedMessage`] as `FORMAT_V1` stored it.
+#[derive(Debug, Deserialize)]
+struct QueuedMessageV1 {
+    delivery: DeliveryRecord,
+    message: StoredMessage,
 }
 
 /// Where an outbound QoS 1/2 delivery stands. [MQTT-4.3.2, 4.3.3]
@@ -239,26 +264,45 @@ pub(crate) struct StoreMarker {
 
 /// Encode a record behind the current format byte.
 pub(crate) fn encode<T: Serialize>(what: &'static str, record: &T) -> Result<Vec<u8>> {
-    postcard::to_extend(record, vec![FORMAT_V1])
+    postcard::to_extend(record, vec![FORMAT_V2])
         .map_err(|source| StorageError::Encode { what, source })
 }
 
-/// Decode a value written by [`encode`]. Never panics, whatever the bytes.
+/// Decode a value written by [`encode`] (any format this version reads;
+/// for a [`QueuedMessage`], [`decode_queued`]). Never panics, whatever the
+/// bytes.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RecordError> {
     let (&format, body) = bytes.split_first().ok_or(RecordError::Empty)?;
     match format {
-        FORMAT_V1 => {
-            let (record, rest) = postcard::take_from_bytes(body).map_err(RecordError::Decode)?;
-            if rest.is_empty() {
-                Ok(record)
-            } else {
-                Err(RecordError::TrailingBytes(rest.len()))
-            }
-        }
+        FORMAT_V1 | FORMAT_V2 => decode_body(body),
         found if found > SUPPORTED_FORMAT => Err(RecordError::NewerFormat {
             found,
             supported: SUPPORTED_FORMAT,
         }),
         other => Err(RecordError::UnknownFormat(other)),
+    }
+}
+
+/// Decode a queued message of either format (a V1 one has no identity).
+pub(crate) fn decode_queued(bytes: &[u8]) -> Result<QueuedMessage, RecordError> {
+    match bytes.split_first() {
+        Some((&FORMAT_V1, body)) => {
+            let v1: QueuedMessageV1 = decode_body(body)?;
+            Ok(QueuedMessage {
+                delivery: v1.delivery,
+                message: v1.message,
+                id: StoredMessageId::default(),
+            })
+        }
+        _ => decode(bytes),
+    }
+}
+
+fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, RecordError> {
+    let (record, rest) = postcard::take_from_bytes(body).map_err(RecordError::Decode)?;
+    if rest.is_empty() {
+        Ok(record)
+    } else {
+        Err(RecordError::TrailingBytes(rest.len()))
     }
 }

@@ -184,6 +184,14 @@ impl Storage {
             return engine.write(vec![put], true);
         };
         match decode::<StoreMarker>(&value) {
+            Ok(marker) if value.first() != Some(&crate::record::FORMAT_V2) => {
+                // An older store: from now on it holds V2 records, so an
+                // older Roost must refuse it as a whole (not record by
+                // record).
+                let value = encode("store marker", &marker)?;
+                let put = Op::Put(ColumnFamily::Default, keys::MARKER_KEY.to_vec(), value);
+                engine.write(vec![put], true)
+            }
             Ok(_) => Ok(()),
             Err(RecordError::NewerFormat { found, supported }) => Err(StorageError::NewerFormat {
                 what: format!("data dir {}", dir.display()),
@@ -385,6 +393,17 @@ impl Storage {
         cf: ColumnFamily,
         key: &[u8],
         value: &[u8],
+    ) -> Result<Option<T>> {
+        self.decode_or_report_with(cf, key, value, decode)
+    }
+
+    /// [`Storage::decode_or_report`] with a decoder of its own.
+    pub(crate) fn decode_or_report_with<T>(
+        &self,
+        cf: ColumnFamily,
+        key: &[u8],
+        value: &[u8],
+        decode: impl FnOnce(&[u8]) -> Result<T, RecordError>,
     ) -> Result<Option<T>> {
         match decode(value) {
             Ok(record) => Ok(Some(record)),

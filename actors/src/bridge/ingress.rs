@@ -363,6 +363,7 @@ impl IngressState {
         msg.topic = ByteString::from(topic);
         // At most QoS 1 was subscribed.
         msg.qos = msg.qos.min(QoS::AtLeastOnce);
+        msg.id = roost_protocol::MessageId::next();
         broker::publish(&self.ctx, Arc::new(msg));
         c.sent.fetch_add(1, Ordering::Relaxed);
     }

@@ -140,9 +140,11 @@ impl DurableQueue {
             let got = page.entries.len() + page.corrupt.len();
             for e in page.entries {
                 self.pending.remove(&e.seq);
+                let q = e.message;
+                let message = q.message.into_message(now, now_ms).with_id(q.id.into());
                 let delivery = Delivery {
-                    message: Arc::new(e.message.message.into_message(now, now_ms)),
-                    opts: e.message.delivery.into(),
+                    message: Arc::new(message),
+                    opts: q.delivery.into(),
                     stored: Some(e.seq),
                 };
                 out.push(match e.inflight {

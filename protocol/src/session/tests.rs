@@ -25,6 +25,7 @@ fn config(max_inflight: u16, max_mqueue_len: usize) -> SessionConfig {
 /// `expiry` after `now`.
 fn delivery_at(tag: &str, qos: QoS, expiry: Option<u32>, now: Instant) -> Delivery {
     let message = Message {
+        id: crate::MessageId::NONE,
         topic: "t".into(),
         payload: Bytes::copy_from_slice(tag.as_bytes()),
         qos,

@@ -5,9 +5,10 @@ use proptest::prelude::*;
 
 use super::{full_message, full_session, queued};
 use crate::error::RecordError;
-use crate::record::{decode, encode, FifoMeta, QueueMeta, StoreMarker};
+use crate::record::{decode, decode_queued, encode, FifoMeta, QueueMeta, StoreMarker};
 use crate::{
-    FifoItem, InflightStage, InflightState, QueuedMessage, SessionRecord, StoredMessage, FORMAT_V1,
+    FifoItem, InflightStage, InflightState, QueuedMessage, SessionRecord, StoredMessage,
+    StoredMessageId, FORMAT_V2,
 };
 
 fn round_trip<T>(record: &T)
@@ -15,7 +16,7 @@ where
     T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
 {
     let bytes = encode("test record", record).unwrap();
-    assert_eq!(bytes[0], FORMAT_V1);
+    assert_eq!(bytes[0], FORMAT_V2);
     assert_eq!(&decode::<T>(&bytes).unwrap(), record);
 }
 
@@ -27,7 +28,12 @@ fn every_record_type_round_trips() {
     round_trip(&StoredMessage::default());
     let mut q = queued(3);
     q.message = full_message("q");
+    q.id = StoredMessageId {
+        boot: u64::MAX,
+        seq: 12,
+    };
     round_trip(&q);
+    assert_eq!(decode_queued(&encode("q", &q).unwrap()).unwrap(), q);
     round_trip(&InflightState {
         packet_id: 65535,
         stage: InflightStage::Released,
@@ -59,16 +65,19 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// FORMAT_V1 is frozen: if this fails, a record type in `record.rs` changed
-/// shape. Do not update the expected bytes: add a new format version.
+/// FORMAT_V2 is frozen: if this fails, a record type in `record.rs` changed
+/// shape. Do not update the expected bytes: add a new format version. V2 is
+/// V1 with the format byte 2, and a queued message's identity at its end.
 #[test]
-fn format_v1_bytes_are_frozen() {
+fn format_v2_bytes_are_frozen() {
+    let v2 = |v1: &str| format!("02{}", &v1[2..]);
     let session = encode("session", &full_session()).unwrap();
-    assert_eq!(hex(&session), SESSION_V1);
+    assert_eq!(hex(&session), v2(SESSION_V1));
     let mut q = queued(1);
     q.message = full_message("t");
+    q.id = StoredMessageId { boot: 258, seq: 7 };
     let queued = encode("queued", &q).unwrap();
-    assert_eq!(hex(&queued), QUEUED_V1);
+    assert_eq!(hex(&queued), format!("{}820207", v2(QUEUED_V1)));
     let inflight = encode(
         "inflight",
         &InflightState {
@@ -77,7 +86,7 @@ fn format_v1_bytes_are_frozen() {
         },
     )
     .unwrap();
-    assert_eq!(hex(&inflight), "01ac0201");
+    assert_eq!(hex(&inflight), "02ac0201");
     let meta = encode(
         "meta",
         &QueueMeta {
@@ -86,9 +95,9 @@ fn format_v1_bytes_are_frozen() {
         },
     )
     .unwrap();
-    assert_eq!(hex(&meta), "010502");
+    assert_eq!(hex(&meta), "020502");
     let item = encode("fifo item", &fifo_item()).unwrap();
-    assert_eq!(hex(&item), "01c0949dffbc3108006f7061717565ff");
+    assert_eq!(hex(&item), "02c0949dffbc3108006f7061717565ff");
     let fifo_meta = FifoMeta {
         next_seq: 300,
         first_seq: 5,
@@ -96,7 +105,38 @@ fn format_v1_bytes_are_frozen() {
         bytes: 70_000,
     };
     let fifo_meta = encode("fifo meta", &fifo_meta).unwrap();
-    assert_eq!(hex(&fifo_meta), "01ac020502f0a204");
+    assert_eq!(hex(&fifo_meta), "02ac020502f0a204");
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// What V1 wrote is still read: the same records, a queued message with
+/// no identity.
+#[test]
+fn format_v1_bytes_are_still_read() {
+    assert_eq!(
+        decode::<SessionRecord>(&unhex(SESSION_V1)).unwrap(),
+        full_session()
+    );
+    let mut q = queued(1);
+    q.message = full_message("t");
+    assert_eq!(decode_queued(&unhex(QUEUED_V1)).unwrap(), q);
+    assert_eq!(
+        decode::<InflightState>(&unhex("01ac0201")).unwrap(),
+        InflightState {
+            packet_id: 300,
+            stage: InflightStage::Released,
+        }
+    );
+    assert_eq!(
+        decode::<FifoItem>(&unhex("01c0949dffbc3108006f7061717565ff")).unwrap(),
+        fifo_item()
+    );
 }
 
 const SESSION_V1: &str = concat!(
@@ -126,7 +166,7 @@ fn trailing_bytes_empty_values_and_unknown_formats_are_errors() {
         decode::<SessionRecord>(&[9]),
         Err(RecordError::NewerFormat {
             found: 9,
-            supported: 1
+            supported: 2
         })
     );
 }
@@ -136,6 +176,7 @@ proptest! {
     fn decoding_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
         let _ = decode::<SessionRecord>(&bytes);
         let _ = decode::<QueuedMessage>(&bytes);
+        let _ = decode_queued(&bytes);
         let _ = decode::<StoredMessage>(&bytes);
         let _ = decode::<InflightState>(&bytes);
         let _ = decode::<QueueMeta>(&bytes);

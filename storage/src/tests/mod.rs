@@ -186,6 +186,7 @@ pub(crate) fn queued(i: u64) -> QueuedMessage {
             qos: StoredQos::AtLeastOnce,
             ..StoredMessage::default()
         },
+        id: crate::StoredMessageId::default(),
     }
 }
 

@@ -8,7 +8,7 @@ use super::{client, full_message, full_session, queued, queued_index, raw_put, T
 use crate::keys::{self, ColumnFamily};
 use crate::{
     AppendOutcome, Batch, InflightStage, InflightState, Storage, StorageError, StorageOptions,
-    FORMAT_V1,
+    SUPPORTED_FORMAT,
 };
 
 fn open(dir: &TempDir) -> Result<Storage, StorageError> {
@@ -182,7 +182,7 @@ fn store_written_by_a_newer_roost_is_refused_at_open() {
             &s,
             ColumnFamily::Default,
             keys::MARKER_KEY,
-            &[FORMAT_V1 + 1, 0],
+            &[SUPPORTED_FORMAT + 1, 0],
         );
     }
     let err = open(&dir).unwrap_err();
@@ -194,7 +194,7 @@ fn store_written_by_a_newer_roost_is_refused_at_open() {
     else {
         panic!("expected NewerFormat, got {err:?}");
     };
-    assert_eq!((*found, *supported), (2, 1));
+    assert_eq!((*found, *supported), (3, 2));
     assert!(what.contains(&*dir.path().to_string_lossy()), "{what}");
     // Never quarantined: the data belongs to a newer Roost.
     let quarantining = StorageOptions {
@@ -216,11 +216,11 @@ fn column_families_of_a_newer_roost_do_not_hide_the_format_error() {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         let db = rocksdb::DB::open_cf(&opts, dir.path(), ["sessions", "from_the_future"]).unwrap();
-        db.put(keys::MARKER_KEY, [FORMAT_V1 + 1]).unwrap();
+        db.put(keys::MARKER_KEY, [SUPPORTED_FORMAT + 1]).unwrap();
     }
     assert!(matches!(
         open(&dir),
-        Err(StorageError::NewerFormat { found: 2, .. })
+        Err(StorageError::NewerFormat { found: 3, .. })
     ));
 }
 

@@ -5,7 +5,7 @@ use super::{client, full_message, full_session, queued, queued_index, raw_put, s
 use crate::keys::{self, ColumnFamily};
 use crate::{
     AppendOutcome, Batch, InflightStage, InflightState, Storage, StorageError, StoredMessage,
-    FORMAT_V1,
+    FORMAT_V1, SUPPORTED_FORMAT,
 };
 
 /// Instantiate each generic test body once per engine.
@@ -441,7 +441,7 @@ fn failed_batch_writes_nothing_for_any_session(s: &Storage) {
         s,
         ColumnFamily::SessionMsgs,
         &keys::queue_prefix("bad"),
-        &[FORMAT_V1 + 1, 0],
+        &[SUPPORTED_FORMAT + 1, 0],
     );
     let mut batch = Batch::new();
     batch
@@ -450,7 +450,7 @@ fn failed_batch_writes_nothing_for_any_session(s: &Storage) {
         .append(&bad, &[queued(1)]);
     assert!(matches!(
         s.commit(batch),
-        Err(StorageError::NewerFormat { found: 2, .. })
+        Err(StorageError::NewerFormat { found: 3, .. })
     ));
     assert!(s.page(&ok, 0, 10).unwrap().is_empty());
     assert_eq!(s.queue_len(&ok).unwrap(), 0);
@@ -575,14 +575,14 @@ fn newer_format_record_is_refused(s: &Storage) {
         s,
         ColumnFamily::Sessions,
         b"future",
-        &[FORMAT_V1 + 1, 1, 2, 3],
+        &[SUPPORTED_FORMAT + 1, 1, 2, 3],
     );
     let err = s.load_sessions().unwrap_err();
     match &err {
         StorageError::NewerFormat {
             what,
-            found: 2,
-            supported: 1,
+            found: 3,
+            supported: 2,
         } => {
             assert_eq!(what, "record sessions/future");
         }

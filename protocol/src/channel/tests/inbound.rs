@@ -11,6 +11,7 @@ fn qos0_publish_is_routed_without_acknowledgement() {
     p.retain = true;
     p.properties.message_expiry_interval = Some(30);
     let want = Message {
+        id: crate::MessageId::NONE,
         topic: "a/b".into(),
         payload: Bytes::from_static(b"payload"),
         qos: QoS::AtMostOnce,
