@@ -342,3 +342,43 @@ fn utc_stamp_formats_civil_time() {
     assert_eq!(utc_stamp(951_782_400), "20000229T000000Z");
     assert_eq!(utc_stamp(1_700_000_000), "20231114T221320Z");
 }
+
+/// A store written by a V1 Roost is marked V2 when opened: it gets V2
+/// records from then on, which a V1 Roost must refuse as a whole. Its V1
+/// queued messages are still read (with no message identity).
+#[test]
+fn a_v1_store_is_marked_v2_when_opened_and_its_queue_still_read() {
+    let dir = TempDir::new("v1-store");
+    let c = client("old");
+    {
+        let s = open(&dir).unwrap();
+        s.put_session(&c, &full_session()).unwrap();
+        raw_put(
+            &s,
+            ColumnFamily::Default,
+            keys::MARKER_KEY,
+            &[crate::FORMAT_V1, 0],
+        );
+        assert_eq!(
+            s.append(&c, &[queued(1)]).unwrap(),
+            AppendOutcome::Queued(1..2)
+        );
+        // Rewritten as V1 wrote it: V2's bytes without the identity (two
+        // zero varints).
+        let mut v1 = crate::record::encode("queued", &queued(1)).unwrap();
+        v1.truncate(v1.len() - 2);
+        v1[0] = crate::FORMAT_V1;
+        let key = keys::message_key("old", 1);
+        raw_put(&s, ColumnFamily::SessionMsgs, &key, &v1);
+    }
+    let s = open(&dir).unwrap();
+    let marker = s
+        .engine()
+        .get(ColumnFamily::Default, keys::MARKER_KEY)
+        .unwrap()
+        .unwrap();
+    assert_eq!(marker[0], crate::FORMAT_V2);
+    let page = s.page(&c, 0, 10).unwrap();
+    assert_eq!(page.entries.len(), 1, "{page:?}");
+    assert_eq!(page.entries[0].message, queued(1));
+}
