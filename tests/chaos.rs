@@ -147,12 +147,15 @@ async fn self_check() {
     assert!(!run_dir.exists(), "run dir removed");
 }
 
-// Known broker gap (issue #5 notes): a subscriber that failed over while
-// its node was down gets duplicates when the restarted node's session is
-// merged into the live one (the overlap needs message ids to be told
-// apart). Run it with `cargo test --test chaos -- --ignored`.
+// Known broker gap (issue #5 notes). The merge-overlap duplicates are gone
+// (message identity); about 1 run in 5 under CPU load still has one or two
+// QoS 2 duplicates: a message in flight to the subscriber on the killed
+// node reached it, the subscriber got Session Present = 0 elsewhere (and
+// dropped its QoS 2 state, as MQTT says), and the restored session, merged
+// into the new one, sends it again. Run it with
+// `cargo test --test chaos -- --ignored`.
 #[test]
-#[ignore = "known gap: duplicates when a failed-over subscriber's old session is merged (issue #5)"]
+#[ignore = "known gap: a QoS 2 message in flight on the killed node is sent again after the merge, about 1 run in 5 under load (issue #5)"]
 fn kill_restart() {
     run(Kind::KillRestart);
 }
@@ -172,13 +175,12 @@ fn three_way_split() {
     run(Kind::ThreeWaySplit);
 }
 
-// Known broker gaps (issue #5 notes): a subscriber that reconnected to the
-// first node back gets duplicates when its older session, restored on the
-// other node, is merged into the live one (as in kill-restart); a message
-// routed to a node in the milliseconds its subscriber's session moves away
-// is lost (the redirect is off, REDIRECT_ON_MOVE).
+// Known broker gap (issue #5 notes): a message routed to a node in the
+// milliseconds its subscriber's session moves away is lost (the redirect
+// is off, REDIRECT_ON_MOVE); 2 to 4 messages a run. The merge-overlap
+// duplicates it also had are gone (message identity).
 #[test]
-#[ignore = "known gaps: merge-overlap duplicates, session-move window (issue #5)"]
+#[ignore = "known gap: the session-move window loses a few messages (issue #5)"]
 fn stale_peer_restart() {
     run(Kind::StalePeerRestart);
 }

@@ -522,6 +522,37 @@ impl ractor::Message for IngressMsg {
 /// Note what was applied from `from` (per message: it must survive a
 /// restart of the ingress mid-frame). The entry exists (made at the start
 /// of the frame): no allocation on this path.
+/// Identities remembered per sender: well over a forward window.
+const APPLIED_IDS_MAX: usize = 65_536;
+
+/// The message identities applied from one sender, the oldest forgotten
+/// past [`APPLIED_IDS_MAX`].
+#[derive(Default)]
+pub struct AppliedIds {
+    set: std::collections::HashSet<MessageId>,
+    order: std::collections::VecDeque<MessageId>,
+}
+
+impl AppliedIds {
+    /// Whether `id` is new here (and now noted). A message with no
+    /// identity always is.
+    pub fn first_time(&mut self, id: MessageId) -> bool {
+        if id.is_none() {
+            return true;
+        }
+        if !self.set.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > APPLIED_IDS_MAX {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+}
+
 fn record_applied(shared: &ClusterShared, from: &str, last: (u64, u64)) {
     if let Some(e) = shared.applied.lock().get_mut(from) {
         *e = last;
@@ -597,6 +628,18 @@ impl Actor for Ingress {
                     *last
                 };
                 let mut through = last.1;
+                // The identities applied from this sender, across its
+                // restarts: a sender killed before our acknowledgement
+                // came resends its stored window under a new incarnation
+                // (new seqs), and those messages were published here
+                // already.
+                let mut ids = std::mem::take(
+                    shared
+                        .applied_ids
+                        .lock()
+                        .entry(from.to_owned())
+                        .or_default(),
+                );
                 let (now, now_ms) = (Instant::now(), unix_ms());
                 let mut applied = 0u64;
                 // Flow control across nodes, as for a local publisher: after
@@ -617,7 +660,17 @@ impl Actor for Ingress {
                         through = through.max(seq);
                         continue;
                     }
-                    match read_entry(bytes) {
+                    let decoded = read_entry(bytes);
+                    if let Ok((_, id)) = &decoded {
+                        if !ids.first_time(*id) {
+                            Counters::inc(&shared.counters.duplicates_skipped);
+                            through = through.max(seq);
+                            last.1 = seq;
+                            record_applied(shared, from, last);
+                            continue;
+                        }
+                    }
+                    match decoded {
                         Ok((ForwardedRef::Normal(stored), id)) => {
                             let msg = Arc::new(stored.into_message(now, now_ms).with_id(id));
                             let out = dispatch_from_peer(&shared.ctx, msg);
@@ -689,6 +742,11 @@ impl Actor for Ingress {
                         paused = Duration::ZERO;
                     }
                 }
+                *shared
+                    .applied_ids
+                    .lock()
+                    .entry(from.to_owned())
+                    .or_default() = ids;
                 Counters::add(&shared.counters.received, applied);
                 send_ack(shared, from, incarnation, through);
             }
@@ -798,6 +856,24 @@ mod tests {
             assert_eq!((group, filter), ("g", "a/#"));
             assert_eq!(message.into_message(later.0, later.1), want);
         }
+    }
+
+    #[test]
+    fn applied_ids_skip_a_resent_message_and_forget_the_oldest() {
+        let mut ids = AppliedIds::default();
+        let first = MessageId::next();
+        assert!(ids.first_time(first));
+        assert!(!ids.first_time(first), "the same message again");
+        assert!(ids.first_time(MessageId::NONE));
+        assert!(
+            ids.first_time(MessageId::NONE),
+            "no identity: never skipped"
+        );
+        for _ in 0..APPLIED_IDS_MAX {
+            assert!(ids.first_time(MessageId::next()));
+        }
+        assert!(ids.first_time(first), "forgotten past the bound");
+        assert_eq!(ids.set.len(), APPLIED_IDS_MAX);
     }
 
     #[test]

@@ -72,6 +72,10 @@ pub struct ClusterShared {
     /// Forwarded entries applied here: sender -> (its incarnation, last
     /// seq). Kept across restarts of the `cluster` subtree.
     pub applied: parking_lot::Mutex<std::collections::HashMap<String, (u64, u64)>>,
+    /// Message identities applied here, by sender (kept across restarts
+    /// of the `cluster` subtree, like `applied`).
+    pub applied_ids:
+        parking_lot::Mutex<std::collections::HashMap<String, crate::forward::AppliedIds>>,
     /// Sessions handed over to a peer, until it confirms (peer, request id).
     pub pending_moves:
         parking_lot::Mutex<std::collections::HashMap<(String, u64), crate::takeover::PendingMove>>,
@@ -105,6 +109,7 @@ impl ClusterShared {
             counters: ClusterCounters::default(),
             takeovers: Takeovers::default(),
             applied: parking_lot::Mutex::new(std::collections::HashMap::new()),
+            applied_ids: parking_lot::Mutex::new(std::collections::HashMap::new()),
             redirected: parking_lot::Mutex::new(std::collections::HashMap::new()),
             pending_moves: parking_lot::Mutex::new(std::collections::HashMap::new()),
             received_moves: parking_lot::Mutex::new(std::collections::HashMap::new()),
