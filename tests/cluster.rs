@@ -1335,6 +1335,48 @@ async fn a_merged_session_brings_no_copy_of_what_the_newer_one_had() {
     assert!(metric(&s[0], "roost_cluster_merge_duplicates_skipped_total") >= 1);
 }
 
+/// A sender killed before the acknowledgements of what it forwarded came
+/// back resends its stored window after its restart (a new incarnation,
+/// new seqs); the receiver knows those messages by their identity and
+/// does not publish them again: each arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_resent_by_a_restarted_sender_is_not_delivered_twice() {
+    const N: u32 = 100;
+    let (s, proxy) = proxied_sites(&["a", "b"]).await;
+    let a = s[0].spawn();
+    let _b = s[1].spawn();
+    formed(&s, Duration::from_secs(15)).await;
+    let mut on_b = subscriber(&s[1], "sub-once", "once/#").await;
+    routes_reach(&s[0], &s[1], 1).await;
+    // b's acknowledgements (and everything else from b) reach a 2 s late.
+    proxy.set_latency(1, 0, Duration::from_secs(2));
+    publish_n(&s[0], "once/x", "m", N).await;
+    let mut seen = std::collections::BTreeMap::<String, u32>::new();
+    for _ in 0..N {
+        let p = on_b.expect_publish().await;
+        *seen
+            .entry(String::from_utf8_lossy(&p.payload).to_string())
+            .or_default() += 1;
+        on_b.puback(p.packet_id).await;
+    }
+    a.kill9();
+    proxy.heal();
+    let (_a, _) = s[0].start().await;
+    formed(&s, Duration::from_secs(15)).await;
+    while let Some(packet) = on_b.recv_within(Duration::from_secs(3)).await {
+        if let Packet::Publish(p) = packet {
+            *seen
+                .entry(String::from_utf8_lossy(&p.payload).to_string())
+                .or_default() += 1;
+            on_b.puback(p.packet_id).await;
+        }
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert_eq!(seen.len(), N as usize);
+    assert!(twice.is_empty(), "delivered twice: {twice:?}");
+    assert!(metric(&s[1], "roost_cluster_duplicates_skipped_total") >= 1);
+}
+
 /// `roost ctl restart cluster` on a node whose peer is frozen (nothing
 /// dials in) binds its cluster port again at once: the old listener,
 /// waiting in accept(), must not keep the port (it did until the next
