@@ -345,7 +345,9 @@ async fn a_store_of_a_newer_format_is_refused_even_with_quarantine() {
         let (code, stderr) = start_refused(&data, &env);
         assert_eq!(code, Some(1), "{stderr}");
         let store = display(&data.store());
-        assert_names(&stderr, &[&store, "storage format 2", "supports up to 1"]);
+        let found = format!("storage format {}", roost_storage::SUPPORTED_FORMAT + 1);
+        let supported = format!("supports up to {}", roost_storage::SUPPORTED_FORMAT);
+        assert_names(&stderr, &[&store, &found, &supported]);
         assert!(data.entries("store.corrupt-").is_empty(), "never moved");
     }
 }
