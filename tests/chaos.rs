@@ -175,12 +175,12 @@ fn three_way_split() {
     run(Kind::ThreeWaySplit);
 }
 
-// Known broker gap (issue #5 notes): a message routed to a node in the
-// milliseconds its subscriber's session moves away is lost (the redirect
-// is off, REDIRECT_ON_MOVE); 2 to 4 messages a run. The merge-overlap
-// duplicates it also had are gone (message identity).
+// Known broker gap (issue #5 notes): the session-move window is closed
+// (the redirect, with message identity dropping its second copies), but
+// about 1 run in 3 under CPU load still has one QoS 2 duplicate (seen
+// once: a single message around a session move).
 #[test]
-#[ignore = "known gap: the session-move window loses a few messages (issue #5)"]
+#[ignore = "known gap: a rare single QoS 2 duplicate around a session move, about 1 run in 3 under load (issue #5)"]
 fn stale_peer_restart() {
     run(Kind::StalePeerRestart);
 }

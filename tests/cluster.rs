@@ -1409,7 +1409,6 @@ async fn a_restarted_cluster_subtree_listens_again_without_waiting_for_a_peer() 
 /// to b (and not twice once it knows it). Every acknowledged message
 /// arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the redirect on move is off (REDIRECT_ON_MOVE, issue #5): without message identity it duplicates QoS 2 messages in stale-peer-restart"]
 async fn messages_routed_to_the_old_node_while_a_session_moves_follow_it() {
     let s = sites(&["a", "b", "c"]);
     let _nodes: Vec<Node> = s.iter().map(Site::spawn).collect();

@@ -453,6 +453,9 @@ impl ConnectionState {
     }
 
     async fn open_session(&mut self, myself: &ActorRef<ConnectionMsg>, info: ConnectInfo) {
+        /// A session that moved here skips second copies this long: well
+        /// over the 10 s its old node redirects for.
+        const MOVED_WATCH_MS: u64 = 30_000;
         self.span.record("client_id", info.client_id.as_str());
         let Some(registry) = self.ctx.registry() else {
             self.channel
@@ -470,6 +473,10 @@ impl ConnectionState {
             None => crate::registry::TakeOver::default(),
         };
         let handover = taken.handover;
+        // What moved here, noted by the session (see below).
+        let moved: Option<Vec<roost_protocol::MessageId>> = handover
+            .as_ref()
+            .map(|h| h.messages.iter().map(|m| m.queued.id.into()).collect());
         let req = OpenRequest {
             info: info.clone(),
             conn: myself.clone(),
@@ -491,9 +498,20 @@ impl ConnectionState {
                 return;
             }
         };
+        // Before the CONNACK: nothing reaches the session before it.
         if taken.unreached {
-            // Before the CONNACK: nothing reaches the session before it.
-            let _ = opened.session.cast(SessionMsg::WatchTwins);
+            let _ = opened.session.cast(SessionMsg::WatchTwins {
+                seen: moved.clone().unwrap_or_default(),
+                for_ms: None,
+            });
+        }
+        if let Some(seen) = moved {
+            // Its old node redirects what still routes there for a while;
+            // its own routes may bring the same messages.
+            let _ = opened.session.cast(SessionMsg::WatchTwins {
+                seen,
+                for_ms: Some(MOVED_WATCH_MS),
+            });
         }
         self.outbound.set_max_packet_size(info.maximum_packet_size);
         self.channel.restore_awaiting_rel(opened.awaiting_rel);

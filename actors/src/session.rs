@@ -86,12 +86,18 @@ pub enum SessionMsg {
     /// (the newest connection's are the client's). Answers how many
     /// messages were kept.
     Absorb(Vec<roost_storage::QueuedMessage>, RpcReplyPort<usize>),
-    /// This session was made while a node that may hold another session of
-    /// its client could not be asked (down, cut off, silent): note the
-    /// identities of the messages it gets, so that when that other session
-    /// is merged into it ([`SessionMsg::Absorb`]), the copies it already
-    /// had are skipped.
-    WatchTwins,
+    /// Note the identities of the messages this session gets (`seen`, and
+    /// every one from now on), and skip a second copy of any: from another
+    /// session of its client merged into it ([`SessionMsg::Absorb`]), or a
+    /// message its old node redirected after it moved here that its own
+    /// routes brought too. Sent when the session was made while a node
+    /// that may hold another session of its client could not be asked
+    /// (`for_ms` `None`: until the bound), and when it moved here (for the
+    /// seconds the old node redirects).
+    WatchTwins {
+        seen: Vec<roost_protocol::MessageId>,
+        for_ms: Option<u64>,
+    },
 }
 
 /// Most message identities a session notes while it watches for a twin
@@ -103,6 +109,8 @@ const TWIN_WATCH_MAX: usize = 200_000;
 struct SeenIds {
     ids: HashSet<roost_protocol::MessageId>,
     full: bool,
+    /// When the watch ends (`None`: never, only the bound).
+    until: Option<Instant>,
 }
 
 // Local-only (ractor's `cluster` feature: see the workspace Cargo.toml).
@@ -411,13 +419,23 @@ impl Actor for Session {
                 SessionMsg::Absorb(messages, reply) => {
                     let _ = reply.send(st.absorb(messages));
                 }
-                SessionMsg::WatchTwins => {
-                    if st.twins.is_none() {
+                SessionMsg::WatchTwins { seen, for_ms } => {
+                    let until = for_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
+                    let t = st.twins.get_or_insert_with(|| {
                         debug!(client_id = %st.client_id, "session_watching_for_twin");
-                        st.twins = Some(Box::new(SeenIds {
+                        Box::new(SeenIds {
                             ids: HashSet::new(),
                             full: false,
-                        }));
+                            until,
+                        })
+                    });
+                    // An open-ended watch stays open-ended.
+                    t.until = match (t.until, until) {
+                        (Some(a), Some(b)) => Some(a.max(b)),
+                        _ => None,
+                    };
+                    for id in seen {
+                        t.note(&st.client_id, id);
                     }
                 }
                 SessionMsg::HandOver(redirect, reply) => {
@@ -460,16 +478,24 @@ impl Actor for Session {
 }
 
 impl SeenIds {
-    fn note(&mut self, client: &ClientId, id: roost_protocol::MessageId) {
-        if self.full || id.is_none() {
-            return;
+    /// Note `id`; false if it was noted before (a second copy).
+    fn note(&mut self, client: &ClientId, id: roost_protocol::MessageId) -> bool {
+        if id.is_none() {
+            return true;
+        }
+        if self.ids.contains(&id) {
+            return false;
+        }
+        if self.full {
+            return true;
         }
         if self.ids.len() >= TWIN_WATCH_MAX {
             self.full = true;
             warn!(client_id = %client, max = TWIN_WATCH_MAX, "session_twin_watch_full: a later merge may duplicate");
-            return;
+            return true;
         }
         self.ids.insert(id);
+        true
     }
 }
 
@@ -486,7 +512,13 @@ impl SessionActorState {
             #[cfg(feature = "test-hooks")]
             crate::test_hooks::maybe_panic_session(&d.message.topic);
             if let Some(t) = self.twins.as_mut() {
-                t.note(&self.client_id, d.message.id);
+                if t.until.is_some_and(|u| now >= u) {
+                    self.twins = None;
+                } else if !t.note(&self.client_id, d.message.id) {
+                    // A second copy (a redirect and a route both brought it).
+                    Counters::inc(&self.ctx.counters.merge_duplicates_skipped);
+                    continue;
+                }
             }
             match self.durable.as_mut() {
                 Some(dq) if d.stored.is_some() => dq.offer(d, online),
@@ -789,10 +821,12 @@ impl SessionActorState {
     /// node goes as new messages: the other connection never acknowledged
     /// it. Released QoS 2 exchanges (only a PUBREL owed there) are done.
     fn absorb(&mut self, mut queued: Vec<roost_storage::QueuedMessage>) -> usize {
-        if let Some(t) = &self.twins {
-            // The other session's copies of messages this one got too.
+        if let Some(t) = self.twins.as_mut() {
+            // The other session's copies of messages this one got too;
+            // the rest noted, so that a copy coming later is skipped.
+            let client = &self.client_id;
             let before = queued.len();
-            queued.retain(|q| !t.ids.contains(&q.id.into()));
+            queued.retain(|q| t.note(client, q.id.into()));
             let skipped = (before - queued.len()) as u64;
             if skipped > 0 {
                 Counters::add(&self.ctx.counters.merge_duplicates_skipped, skipped);

@@ -1172,16 +1172,14 @@ impl Actor for Takeover {
 }
 
 /// Whether a session that moves leaves a redirect on this node (see
-/// `RouteTable::add_redirect`). Off. The loss slow-node showed with it was
-/// a hand-over lost with its link (sent again since c721b3f); with that
-/// fixed, slow-node passes with it (6 of 6 under CPU load), but
-/// stale-peer-restart gets QoS 2 duplicates in every run: a message that
-/// came from a peer is redirected with `also_routed` false, so the client's
-/// new node delivers it even when its own routes (or its origin's local
-/// routing) already did. Telling the two copies apart needs message
-/// identity (issue #5 notes). Without the redirect, a message routed to
-/// the old node in the milliseconds of a move is lost.
-const REDIRECT_ON_MOVE: bool = false;
+/// `RouteTable::add_redirect`): what still routes here for the client in
+/// the seconds its routes take to follow goes to its new node. On. A
+/// redirected message the new node's own routes (or its origin's local
+/// routing) also delivered is a second copy of the same message identity,
+/// which the moved session skips (`SessionMsg::WatchTwins`, sent when a
+/// session moves in). Without the redirect, a message routed here in the
+/// milliseconds of a move is lost (stale-peer-restart lost 2 to 4 a run).
+const REDIRECT_ON_MOVE: bool = true;
 
 /// Whether this node holds a session of `client`.
 async fn has_session(shared: &ClusterShared, client: &str) -> bool {
