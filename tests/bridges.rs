@@ -41,15 +41,32 @@ impl Mosquitto {
             dir,
             port,
         };
-        m.spawn();
-        m
+        // A "free" port may be taken by another test's process meanwhile:
+        // mosquitto then exits, and the port answers for someone else.
+        for _ in 0..3 {
+            if m.try_spawn() {
+                return m;
+            }
+            m.port = free_port();
+        }
+        panic!("mosquitto did not start on 3 free ports");
     }
 
     fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
+    /// Start it again on its port (a restart: the bridge dials that port).
     fn spawn(&mut self) {
+        assert!(
+            self.try_spawn(),
+            "mosquitto exited right after its start: port {} taken by another process?",
+            self.port
+        );
+    }
+
+    /// Start it; false if it exited instead of serving (port taken).
+    fn try_spawn(&mut self) -> bool {
         let conf = self.dir.join("mosquitto.conf");
         std::fs::write(
             &conf,
@@ -61,7 +78,7 @@ impl Mosquitto {
             ),
         )
         .unwrap();
-        let child = Command::new(MOSQUITTO)
+        let mut child = Command::new(MOSQUITTO)
             .arg("-c")
             .arg(&conf)
             .stdin(Stdio::null())
@@ -69,16 +86,26 @@ impl Mosquitto {
             .stderr(Stdio::null())
             .spawn()
             .expect("mosquitto starts (scripts/setup.sh installs it)");
-        self.child = Some(child);
         // Bounded wait until it accepts connections.
         let deadline = std::time::Instant::now() + WAIT;
         while std::net::TcpStream::connect(self.addr()).is_err() {
+            if child.try_wait().ok().flatten().is_some() {
+                return false;
+            }
             assert!(
                 std::time::Instant::now() < deadline,
                 "mosquitto listens in time"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        // The port answered: still ours only if mosquitto did not exit
+        // (it fails its bind at once when the port is taken).
+        std::thread::sleep(Duration::from_millis(50));
+        if child.try_wait().ok().flatten().is_some() {
+            return false;
+        }
+        self.child = Some(child);
+        true
     }
 
     /// SIGTERM (mosquitto saves its persistent sessions) and wait for exit.
