@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{temp_data_dir, Raw};
 use roost_chaos::proxy::FaultProxy;
-use roost_protocol::packet::{Packet, ProtocolVersion, Publish, QoS};
+use roost_protocol::packet::{Connect, Packet, ProtocolVersion, Publish, QoS};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_roost");
@@ -265,6 +265,31 @@ async fn within(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) -> 
         assert!(t0.elapsed() < limit, "{what}: not within {limit:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Wait (10 s at most) until `observer` reports `node` as `status`.
+async fn sees(observer: &Site, node: &Site, status: &str) {
+    let what = format!("{} sees {} {status}", observer.name, node.name);
+    within(Duration::from_secs(10), &what, || {
+        observer.status_of(&node.name).as_deref() == Some(status)
+    })
+    .await;
+}
+
+/// A persistent (v5, 300 s) subscriber of `filter` at QoS 1 on `site`,
+/// once `publisher` routes to it: its CONNECT (to connect again) and
+/// connection.
+async fn persistent_subscriber(
+    site: &Site,
+    publisher: &Site,
+    client: &str,
+    filter: &str,
+) -> (Connect, Raw) {
+    let connect = common::persistent_v5(client, 300);
+    let (mut c, _) = Raw::connect_with(site.mqtt, connect.clone()).await;
+    c.subscribe(1, filter, QoS::AtLeastOnce).await;
+    routes_reach(publisher, site, 1).await;
+    (connect, c)
 }
 
 fn all_up(site: &Site, names: &[&Site]) -> bool {
@@ -1111,15 +1136,9 @@ async fn queued_for_a_frozen_node(restart_on_return: bool) {
     let _a = s[0].spawn();
     let b = s[1].spawn();
     formed(&s, Duration::from_secs(15)).await;
-    let connect = common::persistent_v5("frozen-sub", 300);
-    let (mut on_b, _) = Raw::connect_with(s[1].mqtt, connect.clone()).await;
-    on_b.subscribe(1, "fz/#", QoS::AtLeastOnce).await;
-    routes_reach(&s[0], &s[1], 1).await;
+    let (connect, on_b) = persistent_subscriber(&s[1], &s[0], "frozen-sub", "fz/#").await;
     b.signal("STOP");
-    within(Duration::from_secs(10), "a sees b down", || {
-        s[0].status_of(&s[1].name).as_deref() == Some("down")
-    })
-    .await;
+    sees(&s[0], &s[1], "down").await;
     const N: u32 = 20;
     publish_n(&s[0], "fz/x", "q", N).await;
     drop(on_b);
@@ -1128,10 +1147,7 @@ async fn queued_for_a_frozen_node(restart_on_return: bool) {
     on_a.subscribe(1, "fz/#", QoS::AtLeastOnce).await;
     b.signal("CONT");
     if restart_on_return {
-        within(Duration::from_secs(10), "b sees a again", || {
-            s[1].status_of(&s[0].name).as_deref() == Some("up")
-        })
-        .await;
+        sees(&s[1], &s[0], "up").await;
         let (code, out, err) = s[1].ctl(&["restart", "cluster"]);
         assert_eq!(code, 0, "restart cluster: {out}{err}");
     }
@@ -1159,23 +1175,14 @@ async fn a_takeover_from_a_node_just_back_waits_for_what_was_queued_for_it() {
     let _a = s[0].spawn();
     let b = s[1].spawn();
     formed(&s, Duration::from_secs(15)).await;
-    let connect = common::persistent_v5("back-sub", 300);
-    let (mut on_b, _) = Raw::connect_with(s[1].mqtt, connect.clone()).await;
-    on_b.subscribe(1, "bk/#", QoS::AtLeastOnce).await;
-    routes_reach(&s[0], &s[1], 1).await;
+    let (connect, on_b) = persistent_subscriber(&s[1], &s[0], "back-sub", "bk/#").await;
     b.signal("STOP");
-    within(Duration::from_secs(10), "a sees b down", || {
-        s[0].status_of(&s[1].name).as_deref() == Some("down")
-    })
-    .await;
+    sees(&s[0], &s[1], "down").await;
     const N: u32 = 3000;
     publish_n(&s[0], "bk/x", "q", N).await;
     drop(on_b);
     b.signal("CONT");
-    within(Duration::from_secs(10), "a sees b again", || {
-        s[0].status_of(&s[1].name).as_deref() == Some("up")
-    })
-    .await;
+    sees(&s[0], &s[1], "up").await;
     let (mut on_a, ack) = Raw::connect_with(s[0].mqtt, connect).await;
     if !ack.session_present {
         on_a.subscribe(1, "bk/#", QoS::AtLeastOnce).await;
@@ -1288,18 +1295,12 @@ async fn a_merged_session_brings_no_copy_of_what_the_newer_one_had() {
     let _a = s[0].spawn();
     let b = s[1].spawn();
     formed(&s, Duration::from_secs(15)).await;
-    let connect = common::persistent_v5("twin-sub", 300);
-    let (mut on_b, _) = Raw::connect_with(s[1].mqtt, connect.clone()).await;
-    on_b.subscribe(1, "tw/#", QoS::AtLeastOnce).await;
-    routes_reach(&s[0], &s[1], 1).await;
+    let (connect, on_b) = persistent_subscriber(&s[1], &s[0], "twin-sub", "tw/#").await;
     // Routes are stored at most once a second.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     b.kill9();
     drop(on_b);
-    within(Duration::from_secs(10), "a sees b down", || {
-        s[0].status_of(&s[1].name).as_deref() == Some("down")
-    })
-    .await;
+    sees(&s[0], &s[1], "down").await;
     let (mut on_a, ack) = Raw::connect_with(s[0].mqtt, connect).await;
     assert!(!ack.session_present, "b is down: a new session on a");
     on_a.subscribe(1, "tw/#", QoS::AtLeastOnce).await;

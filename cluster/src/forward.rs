@@ -633,13 +633,9 @@ impl Actor for Ingress {
                 // came resends its stored window under a new incarnation
                 // (new seqs), and those messages were published here
                 // already.
-                let mut ids = std::mem::take(
-                    shared
-                        .applied_ids
-                        .lock()
-                        .entry(from.to_owned())
-                        .or_default(),
-                );
+                // Out of the map while this frame is applied (only this
+                // actor uses it), back in after it.
+                let mut ids = shared.applied_ids.lock().remove(from).unwrap_or_default();
                 let (now, now_ms) = (Instant::now(), unix_ms());
                 let mut applied = 0u64;
                 // Flow control across nodes, as for a local publisher: after
@@ -742,11 +738,7 @@ impl Actor for Ingress {
                         paused = Duration::ZERO;
                     }
                 }
-                *shared
-                    .applied_ids
-                    .lock()
-                    .entry(from.to_owned())
-                    .or_default() = ids;
+                shared.applied_ids.lock().insert(from.to_owned(), ids);
                 Counters::add(&shared.counters.received, applied);
                 send_ack(shared, from, incarnation, through);
             }
