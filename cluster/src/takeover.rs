@@ -472,6 +472,11 @@ async fn forward_barrier(shared: &ClusterShared, limit: Duration) {
             }
         })
         .await;
+        if got.answers.is_empty() {
+            // Nobody answered (their links dropped meanwhile): not again
+            // at once.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         for (peer, ()) in got.answers {
             waiting.remove(&peer);
         }
