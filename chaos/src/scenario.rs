@@ -25,7 +25,7 @@ use anyhow::{bail, Context, Result};
 use roost_protocol::packet::QoS;
 use serde::Serialize;
 
-use crate::history::{check, Load, LoadSpec, Verdict};
+use crate::history::{check, lost_stretches, Load, LoadSpec, Verdict};
 use crate::nodes::{Cluster, ClusterOptions, NodeState};
 
 /// The broker's partition counters, reported when a node exposes them.
@@ -465,6 +465,28 @@ async fn run_inner(
     load.stop_publishing().await;
     report.heal_counters = heal_counters(run.cluster).await;
     let history = load.finish(timing.quiet, timing.finish_limit).await;
+    if opts.keep {
+        // Faults, client events and lost stretches on one time axis (the
+        // load's start), for reading a failure against the node logs.
+        let mut text = String::from("# faults\n");
+        for f in run.faults.iter() {
+            let _ = writeln!(
+                text,
+                "{:>9.3}s {} (undone at {})",
+                f.at_s,
+                f.what,
+                f.undone_at_s.map_or("-".to_owned(), |u| format!("{u:.3}s"))
+            );
+        }
+        text.push_str("# client events\n");
+        text.push_str(&history.events_text());
+        text.push_str("# acknowledged, never received\n");
+        text.push_str(&lost_stretches(&history));
+        let path = run.cluster.run_dir().join("history.txt");
+        if let Err(e) = std::fs::write(&path, text) {
+            eprintln!("roost-chaos: could not write {}: {e}", path.display());
+        }
+    }
     report.verdict = Some(check(&history));
     Ok(())
 }

@@ -144,6 +144,58 @@ fn push_example(list: &mut Vec<(usize, u64)>, p: usize, seq: u64) {
     }
 }
 
+/// The acknowledged messages each subscriber never received, as stretches
+/// of consecutive seqs per publisher, one per line:
+/// `s0 p8 (QoS 1): #5559..#6818 (1260), sent 120.112s..147.301s`, with
+/// times since [`History::started`]. For a kept run's `history.txt`: a
+/// loss reads as a window in time that lines up with a fault.
+pub fn lost_stretches(h: &History) -> String {
+    let mut out = String::new();
+    let secs = |at: std::time::Instant| at.saturating_duration_since(h.started).as_secs_f64();
+    for s in &h.subscribers {
+        let mut seen = vec![SeqSet::default(); h.publishers.len()];
+        for d in &s.deliveries {
+            if let Some(set) = seen.get_mut(d.publisher as usize) {
+                set.insert(d.seq);
+            }
+        }
+        for (p, ph) in h.publishers.iter().enumerate() {
+            let mut run: Option<(u64, u64)> = None;
+            let flush = |run: (u64, u64), out: &mut String| {
+                let (a, b) = run;
+                let at = |seq: u64| secs(ph.messages[seq as usize].sent_at);
+                let _ = writeln!(
+                    out,
+                    "s{} p{} (QoS {}): #{a}..#{b} ({}), sent {:.3}s..{:.3}s",
+                    s.index,
+                    ph.index,
+                    ph.qos as u8,
+                    b - a + 1,
+                    at(a),
+                    at(b)
+                );
+            };
+            for m in ph.messages.iter().filter(|m| m.acked_at.is_some()) {
+                if seen[p].contains(m.seq) {
+                    continue;
+                }
+                run = match run {
+                    Some((a, b)) if b + 1 == m.seq => Some((a, m.seq)),
+                    Some(r) => {
+                        flush(r, &mut out);
+                        Some((m.seq, m.seq))
+                    }
+                    None => Some((m.seq, m.seq)),
+                };
+            }
+            if let Some(r) = run {
+                flush(r, &mut out);
+            }
+        }
+    }
+    out
+}
+
 /// Checks a history.
 pub fn check(h: &History) -> Verdict {
     let mut v = Verdict::default();
@@ -529,6 +581,28 @@ mod tests {
         assert!(!v.passed());
         assert!(v.failures[0].contains("never sent"), "{:?}", v.failures);
         assert_eq!(stats(&v, 1).delivered, 2);
+    }
+
+    #[test]
+    fn lost_stretches_group_consecutive_seqs_per_publisher() {
+        let pubs = vec![
+            publisher(0, QoS::AtLeastOnce, 10, |_| true),
+            publisher(1, QoS::ExactlyOnce, 4, |seq| seq != 2),
+        ];
+        let mut got: Vec<(u32, u64)> = [0, 1, 5, 6, 8].iter().map(|&s| (0, s)).collect();
+        got.push((1, 0));
+        let text = lost_stretches(&history(pubs.clone(), vec![subscriber(3, &pubs, &got)]));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 5, "{text}");
+        assert!(
+            lines[0].starts_with("s3 p0 (QoS 1): #2..#4 (3), sent "),
+            "{text}"
+        );
+        assert!(lines[1].starts_with("s3 p0 (QoS 1): #7..#7 (1)"), "{text}");
+        assert!(lines[2].starts_with("s3 p0 (QoS 1): #9..#9 (1)"), "{text}");
+        // p1#2 was never acknowledged: not lost; it ends a stretch.
+        assert!(lines[3].starts_with("s3 p1 (QoS 2): #1..#1 (1)"), "{text}");
+        assert!(lines[4].starts_with("s3 p1 (QoS 2): #3..#3 (1)"), "{text}");
     }
 
     #[test]
