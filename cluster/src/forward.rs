@@ -615,6 +615,7 @@ impl Actor for Ingress {
                 incarnation,
                 entries,
             } => {
+                shared.heard_from(from);
                 // What was applied outlives this actor (`ClusterShared`):
                 // after a restart of the cluster subtree (a heal) the
                 // senders resend their unacknowledged window, and it must
@@ -747,6 +748,7 @@ impl Actor for Ingress {
                 incarnation,
                 through,
             } => {
+                shared.heard_from(from);
                 if incarnation != shared.incarnation {
                     return Ok(());
                 }

@@ -1054,12 +1054,18 @@ impl State {
         }
         // Deadlines.
         let timeout = self.settings().heartbeat_timeout;
+        // Any data from the peer counts as a heartbeat: on a slow link the
+        // heartbeat waits behind the backlog the data is part of.
         let late: Vec<String> = self
             .peers
             .iter()
             .filter_map(|(n, p)| match &p.link {
-                Link::Up { last_heard, .. } if now.duration_since(*last_heard) > timeout => {
-                    Some(n.clone())
+                Link::Up { last_heard, .. } => {
+                    let heard = self
+                        .shared
+                        .last_data_from(n)
+                        .map_or(*last_heard, |d| d.max(*last_heard));
+                    (now.duration_since(heard) > timeout).then(|| n.clone())
                 }
                 _ => None,
             })

@@ -74,6 +74,11 @@ pub struct ClusterShared {
     pub applied: parking_lot::Mutex<std::collections::HashMap<String, (u64, u64)>>,
     /// Message identities applied here, by sender (kept across restarts
     /// of the `cluster` subtree, like `applied`).
+    /// When each peer was last heard from through data (forward frames,
+    /// their acknowledgements, pieces of a hand-over): the membership counts
+    /// it as a heartbeat. A heartbeat queued behind a backlog on a slow
+    /// link arrives late; the data ahead of it proves the peer alive.
+    pub heard: parking_lot::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     pub applied_ids:
         parking_lot::Mutex<std::collections::HashMap<String, crate::forward::AppliedIds>>,
     /// Sessions handed over to a peer, until it confirms (peer, request id).
@@ -110,6 +115,7 @@ impl ClusterShared {
             takeovers: Takeovers::default(),
             applied: parking_lot::Mutex::new(std::collections::HashMap::new()),
             applied_ids: parking_lot::Mutex::new(std::collections::HashMap::new()),
+            heard: parking_lot::Mutex::new(std::collections::HashMap::new()),
             redirected: parking_lot::Mutex::new(std::collections::HashMap::new()),
             pending_moves: parking_lot::Mutex::new(std::collections::HashMap::new()),
             received_moves: parking_lot::Mutex::new(std::collections::HashMap::new()),
@@ -142,6 +148,23 @@ impl ClusterShared {
 
     pub fn link(&self, peer: &str) -> Option<Arc<PeerLink>> {
         self.links.read().get(peer).cloned()
+    }
+
+    /// Data from `peer` arrived now (see [`ClusterShared::heard`]).
+    pub fn heard_from(&self, peer: &str) {
+        let now = std::time::Instant::now();
+        let mut heard = self.heard.lock();
+        match heard.get_mut(peer) {
+            Some(at) => *at = now,
+            None => {
+                heard.insert(peer.to_owned(), now);
+            }
+        }
+    }
+
+    /// When data from `peer` last arrived.
+    pub fn last_data_from(&self, peer: &str) -> Option<std::time::Instant> {
+        self.heard.lock().get(peer).copied()
     }
 }
 
