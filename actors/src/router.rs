@@ -92,14 +92,49 @@ pub trait ClientRedirect: Send + Sync {
 }
 
 /// How long what routes here for a session that moved to another node
-/// follows it there: far longer than routes take to propagate.
+/// follows it there: far longer than routes take to propagate. A message
+/// from a peer redirected in that time extends it by as much again (up to
+/// [`REDIRECT_MAX_LIFE`]): peers' forward queues to this node may still
+/// hold a backlog routed here before the move (a slow or flapping link),
+/// and it must follow the client however late it arrives.
 pub const REDIRECT_TTL: Duration = Duration::from_secs(10);
+
+/// Longest a redirect lives, however long peers keep sending.
+pub const REDIRECT_MAX_LIFE: Duration = Duration::from_secs(300);
+
+/// The redirects of one client, taken out ([`RouteTable::take_redirects`]).
+pub struct TakenRedirects {
+    client: ClientId,
+    entries: Vec<(String, Redirect)>,
+}
+
+impl TakenRedirects {
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
 
 /// One filter of a moved session, redirected until `until`.
 struct Redirect {
     subscription: Subscription,
     sink: Arc<dyn ClientRedirect>,
-    until: std::time::Instant,
+    created: std::time::Instant,
+    /// Milliseconds after `created` (extended by messages from peers).
+    until_ms: AtomicU64,
+}
+
+impl Redirect {
+    fn live(&self, now: std::time::Instant) -> bool {
+        now.saturating_duration_since(self.created).as_millis() as u64
+            <= self.until_ms.load(Ordering::Relaxed)
+    }
+
+    /// Live for [`REDIRECT_TTL`] from `now`, within [`REDIRECT_MAX_LIFE`].
+    fn extend(&self, now: std::time::Instant) {
+        let age = now.saturating_duration_since(self.created);
+        let to = (age + REDIRECT_TTL).min(REDIRECT_MAX_LIFE).as_millis() as u64;
+        self.until_ms.fetch_max(to, Ordering::Relaxed);
+    }
 }
 
 /// A consumer the publisher should wait for before reading more.
@@ -348,7 +383,7 @@ impl RouteTable {
             self.route_sinks(msg, &mut out, redirects.then_some(&mut offered));
         }
         if redirects {
-            self.route_redirects(msg, &mut out, &offered);
+            self.route_redirects(msg, &mut out, &offered, !sinks);
         }
         out
     }
@@ -356,13 +391,26 @@ impl RouteTable {
     /// Messages for moved sessions (one copy per client, as for sessions:
     /// the first matching filter's options; overlapping filters of one
     /// moved client are rare and short-lived).
-    fn route_redirects(&self, msg: &Arc<Message>, out: &mut RouteOutcome, offered: &[ByteString]) {
+    /// `from_peer`: the message came from a cluster peer (its forward
+    /// queue to this node): the redirect lives on while such keep coming.
+    fn route_redirects(
+        &self,
+        msg: &Arc<Message>,
+        out: &mut RouteOutcome,
+        offered: &[ByteString],
+        from_peer: bool,
+    ) {
         let now = std::time::Instant::now();
         let redirects = self.redirects.read();
         let mut done: Vec<&ClientId> = Vec::new();
         redirects.for_each_match(&msg.topic, |_, client, r| {
-            if r.until < now
-                || done.contains(&client)
+            if !r.live(now) {
+                return;
+            }
+            if from_peer {
+                r.extend(now);
+            }
+            if done.contains(&client)
                 || (r.subscription.options.no_local && *client == msg.publisher)
             {
                 return;
@@ -390,7 +438,8 @@ impl RouteTable {
         sink: Arc<dyn ClientRedirect>,
         ttl: Duration,
     ) {
-        let until = std::time::Instant::now() + ttl;
+        let created = std::time::Instant::now();
+        let until_ms = ttl.min(REDIRECT_MAX_LIFE).as_millis() as u64;
         let mut redirects = self.redirects.write();
         for (filter, subscription) in subscriptions {
             redirects.insert(
@@ -399,7 +448,8 @@ impl RouteTable {
                 Redirect {
                     subscription,
                     sink: sink.clone(),
-                    until,
+                    created,
+                    until_ms: AtomicU64::new(until_ms),
                 },
             );
         }
@@ -419,8 +469,19 @@ impl RouteTable {
 
     /// Drop the redirects of `client` (it connected here again).
     pub fn remove_redirect(&self, client: &ClientId) {
+        drop(self.take_redirects(client));
+    }
+
+    /// Take the redirects of `client` out: it connects here again and
+    /// its session may come back; [`RouteTable::restore_redirects`] puts
+    /// them back if it did not (its node could not be asked).
+    pub fn take_redirects(&self, client: &ClientId) -> TakenRedirects {
+        let mut taken = TakenRedirects {
+            client: client.clone(),
+            entries: Vec::new(),
+        };
         if !self.has_redirects.load(Ordering::Acquire) {
-            return;
+            return taken;
         }
         let mut redirects = self.redirects.write();
         let gone: Vec<String> = redirects
@@ -429,10 +490,26 @@ impl RouteTable {
             .map(|(f, _, _)| f.to_owned())
             .collect();
         for f in gone {
-            redirects.remove(&f, client);
+            if let Some(r) = redirects.remove(&f, client) {
+                taken.entries.push((f, r));
+            }
         }
         self.has_redirects
             .store(!redirects.is_empty(), Ordering::Release);
+        taken
+    }
+
+    /// Put back what [`RouteTable::take_redirects`] took (their times as
+    /// they were).
+    pub fn restore_redirects(&self, taken: TakenRedirects) {
+        if taken.entries.is_empty() {
+            return;
+        }
+        let mut redirects = self.redirects.write();
+        for (filter, r) in taken.entries {
+            redirects.insert(&filter, taken.client.clone(), r);
+        }
+        self.has_redirects.store(true, Ordering::Release);
     }
 
     /// Drop the redirects whose time is up.
@@ -444,7 +521,7 @@ impl RouteTable {
         let mut redirects = self.redirects.write();
         let gone: Vec<(String, ClientId)> = redirects
             .iter()
-            .filter(|(_, _, r)| r.until < now)
+            .filter(|(_, _, r)| !r.live(now))
             .map(|(f, c, _)| (f.to_owned(), c.clone()))
             .collect();
         for (f, c) in gone {
@@ -936,5 +1013,90 @@ pub fn retained_opts(msg: &Message, sub: &Subscription) -> DeliveryOpts {
         qos: msg.qos.min(sub.options.qos).min(QoS::ExactlyOnce),
         retain: true,
         subscription_ids: sub.identifier.into_iter().collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Nowhere;
+
+    impl ClientRedirect for Nowhere {
+        fn offer_to(&self, _: &ClientId, _: &Arc<Message>, _: DeliveryOpts, _: bool) {}
+
+        fn target(&self) -> &str {
+            "nowhere"
+        }
+    }
+
+    fn redirect(created: std::time::Instant) -> Redirect {
+        Redirect {
+            subscription: Subscription {
+                options: Default::default(),
+                identifier: None,
+            },
+            sink: Arc::new(Nowhere),
+            created,
+            until_ms: AtomicU64::new(REDIRECT_TTL.as_millis() as u64),
+        }
+    }
+
+    #[test]
+    fn redirects_taken_out_are_put_back_as_they_were() {
+        let routes = RouteTable::new();
+        let client = ClientId::new("moved");
+        let sub = Subscription {
+            options: Default::default(),
+            identifier: None,
+        };
+        routes.add_redirect(
+            &client,
+            vec![("a/#".into(), sub.clone()), ("b/+".into(), sub)],
+            Arc::new(Nowhere),
+            REDIRECT_TTL,
+        );
+        let count = |r: &RouteTable| r.redirects.read().len();
+        assert_eq!(count(&routes), 2);
+        let taken = routes.take_redirects(&client);
+        assert!(!taken.is_empty());
+        assert_eq!(count(&routes), 0);
+        assert!(!routes.has_redirects.load(Ordering::Acquire));
+        routes.restore_redirects(taken);
+        assert_eq!(count(&routes), 2);
+        assert!(routes.has_redirects.load(Ordering::Acquire));
+        // Nobody else's are taken.
+        assert!(routes.take_redirects(&ClientId::new("other")).is_empty());
+        routes.remove_redirect(&client);
+        assert_eq!(count(&routes), 0);
+    }
+
+    #[test]
+    fn a_redirect_lives_its_ttl_then_ends() {
+        let t0 = std::time::Instant::now();
+        let r = redirect(t0);
+        assert!(r.live(t0));
+        assert!(r.live(t0 + REDIRECT_TTL));
+        assert!(!r.live(t0 + REDIRECT_TTL + Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn messages_from_peers_keep_a_redirect_alive_up_to_its_max_life() {
+        let t0 = std::time::Instant::now();
+        let r = redirect(t0);
+        // A late backlog: one message every 5 s keeps it going.
+        let mut t = t0;
+        while t < t0 + REDIRECT_MAX_LIFE {
+            assert!(r.live(t), "at {:?}", t - t0);
+            r.extend(t);
+            t += Duration::from_secs(5);
+        }
+        assert!(r.live(t0 + REDIRECT_MAX_LIFE));
+        assert!(!r.live(t0 + REDIRECT_MAX_LIFE + Duration::from_millis(1)));
+        // An extension never shortens it.
+        let r = redirect(t0);
+        r.extend(t0 + Duration::from_secs(8));
+        r.extend(t0 + Duration::from_secs(1));
+        assert!(r.live(t0 + Duration::from_secs(18)));
     }
 }

@@ -105,6 +105,10 @@ pub enum SessionMsg {
 /// logs it); a later merge may then duplicate, never lose.
 const TWIN_WATCH_MAX: usize = 200_000;
 
+/// A timed twin watch lasts at least this long after the session last
+/// absorbed messages (a merge, or messages its old node redirected).
+const TWIN_WATCH_AFTER_ABSORB: Duration = Duration::from_secs(30);
+
 /// The identities a session watching for a twin got.
 struct SeenIds {
     ids: HashSet<roost_protocol::MessageId>,
@@ -822,6 +826,11 @@ impl SessionActorState {
     /// it. Released QoS 2 exchanges (only a PUBREL owed there) are done.
     fn absorb(&mut self, mut queued: Vec<roost_storage::QueuedMessage>) -> usize {
         if let Some(t) = self.twins.as_mut() {
+            // Redirects are still coming (a peer's late backlog): their
+            // route-borne twins may too, so a timed watch lasts as long.
+            if let Some(u) = t.until.as_mut() {
+                *u = (*u).max(Instant::now() + TWIN_WATCH_AFTER_ABSORB);
+            }
             // The other session's copies of messages this one got too;
             // the rest noted, so that a copy coming later is skipped.
             let client = &self.client_id;

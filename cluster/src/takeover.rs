@@ -113,6 +113,128 @@ pub enum TakeoverWire {
         client: String,
         handover: Box<SessionHandover>,
     },
+    /// Piece `index` of `count` of one message encoded whole (postcard,
+    /// without the version byte), too large to go at once (see
+    /// [`PIECE_BYTES`]). The pieces of one `stream` come in order on one
+    /// link; the receiver handles the message once it has them all.
+    Piece {
+        from: String,
+        stream: u64,
+        index: u32,
+        count: u32,
+        bytes: Vec<u8>,
+    },
+}
+
+/// Largest takeover message sent at once; a larger one (a session handed
+/// over with a long queue, a long client listing) goes as pieces of this
+/// size. A link carries one message at a time: a 3 MB hand-over on a
+/// 64 KiB/s link held back everything behind it for most of a minute, the
+/// peer's heartbeats included, and the link was declared down under it
+/// again and again. Each piece that arrives counts as a heartbeat
+/// (`ClusterShared::heard_from`).
+pub const PIECE_BYTES: usize = 32 << 10;
+
+/// Incomplete messages a receiver keeps (pieces of a message whose link
+/// dropped mid-way are never completed): the oldest goes past this, and
+/// any older than [`PIECES_MAX_AGE`].
+const PIECES_MAX_STREAMS: usize = 64;
+const PIECES_MAX_AGE: Duration = Duration::from_secs(600);
+
+/// A message arriving in pieces.
+pub(crate) struct Assembly {
+    next: u32,
+    count: u32,
+    bytes: Vec<u8>,
+    started: std::time::Instant,
+}
+
+/// Send `msg` to `remote`: whole, or as [`TakeoverWire::Piece`]s if its
+/// encoding is over [`PIECE_BYTES`]. Err: the link is gone.
+fn send_wire(
+    shared: &ClusterShared,
+    remote: &ActorRef<TakeoverMsg>,
+    msg: TakeoverWire,
+) -> Result<(), ()> {
+    let stream = shared.takeovers.next_id.fetch_add(1, Ordering::Relaxed);
+    for m in in_pieces(&shared.settings.node_name, stream, msg) {
+        remote.cast(TakeoverMsg::Wire(m)).map_err(|_| ())?;
+    }
+    Ok(())
+}
+
+/// `msg` alone, or its [`TakeoverWire::Piece`]s if its encoding is over
+/// [`PIECE_BYTES`].
+fn in_pieces(me: &str, stream: u64, msg: TakeoverWire) -> Vec<TakeoverWire> {
+    let bytes = match postcard::to_stdvec(&msg) {
+        Ok(b) if b.len() > PIECE_BYTES => b,
+        _ => return vec![msg],
+    };
+    let count = bytes.len().div_ceil(PIECE_BYTES) as u32;
+    bytes
+        .chunks(PIECE_BYTES)
+        .enumerate()
+        .map(|(index, piece)| TakeoverWire::Piece {
+            from: me.to_owned(),
+            stream,
+            index: index as u32,
+            count,
+            bytes: piece.to_vec(),
+        })
+        .collect()
+}
+
+/// Add a piece; the whole message once it is complete.
+fn assemble(
+    pieces: &Mutex<HashMap<(String, u64), Assembly>>,
+    from: String,
+    stream: u64,
+    index: u32,
+    count: u32,
+    bytes: Vec<u8>,
+) -> Option<TakeoverWire> {
+    let mut pieces = pieces.lock();
+    pieces.retain(|_, a| a.started.elapsed() < PIECES_MAX_AGE);
+    let key = (from, stream);
+    if index == 0 {
+        while pieces.len() >= PIECES_MAX_STREAMS {
+            let oldest = pieces
+                .iter()
+                .min_by_key(|(_, a)| a.started)
+                .map(|(k, _)| k.clone())?;
+            warn!(peer = %oldest.0, stream = oldest.1, "cluster_pieces_dropped: too many incomplete messages");
+            pieces.remove(&oldest);
+        }
+        pieces.insert(
+            key.clone(),
+            Assembly {
+                next: 0,
+                count,
+                bytes: Vec::with_capacity(count as usize * PIECE_BYTES),
+                started: std::time::Instant::now(),
+            },
+        );
+    }
+    let a = pieces.get_mut(&key)?;
+    if a.next != index || a.count != count {
+        // Out of order: cannot happen on one link; drop it whole.
+        warn!(peer = %key.0, stream, index, "cluster_piece_out_of_order");
+        pieces.remove(&key);
+        return None;
+    }
+    a.bytes.extend_from_slice(&bytes);
+    a.next += 1;
+    if a.next < a.count {
+        return None;
+    }
+    let a = pieces.remove(&key)?;
+    match postcard::from_bytes::<TakeoverWire>(&a.bytes) {
+        Ok(TakeoverWire::Piece { .. }) | Err(_) => {
+            warn!(peer = %key.0, stream, len = a.bytes.len(), "cluster_pieces_undecodable");
+            None
+        }
+        Ok(w) => Some(w),
+    }
 }
 
 /// One session, as link-up reconciliation compares them.
@@ -190,6 +312,9 @@ pub struct PendingMove {
     pub since: std::time::Instant,
     /// When it was last sent.
     pub sent: std::time::Instant,
+    /// The peer's takeover actor it was last sent to: the link it went on
+    /// (a new link has a new remote actor id).
+    pub via: Option<ractor::ActorId>,
 }
 
 /// Marks the ids of [`TakeoverWire::Merge`]s (this node's own counter),
@@ -197,42 +322,48 @@ pub struct PendingMove {
 const MERGE_ID: u64 = 1 << 63;
 
 /// A moved session not confirmed within this is sent again, as a `Merge`
-/// with the same id (the receiver merges each id once), while its peer
-/// is up; taken back here when the peer is down then, or after
+/// with the same id (the receiver merges each id once), if its peer is up
+/// on another link than the one it went on (also done as soon as a link
+/// comes up); taken back here when the peer is down then, or after
 /// [`MOVE_GIVE_UP`].
 const MOVE_CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 const MOVE_GIVE_UP: Duration = Duration::from_secs(60);
+/// While the link it went on stays up, a hand-over is on its way (a link
+/// delivers in order or drops): it is not sent again (a copy queued behind
+/// the first on a slow link only doubles the wait), and taken back only
+/// after this long.
+const MOVE_SAME_LINK_LIMIT: Duration = Duration::from_secs(600);
 /// How long a receiver remembers a hand-over it merged.
 const RECEIVED_MEMORY: Duration = Duration::from_secs(600);
 
 /// Send the unconfirmed hand-overs to `peer` again (its link just came
 /// up: the first may have been lost with the old one).
 fn resend_pending_moves(shared: &Arc<ClusterShared>, peer: &str) {
+    let Some(remote) = remote_takeover(shared, peer) else {
+        return;
+    };
     let now = std::time::Instant::now();
+    let via = Some(remote.get_id());
     let again: Vec<(u64, String, Box<SessionHandover>)> = shared
         .pending_moves
         .lock()
         .iter_mut()
-        .filter(|((p, _), _)| p == peer)
+        .filter(|((p, _), m)| p == peer && m.via != via)
         .map(|((_, id), m)| {
             m.sent = now;
+            m.via = via;
             (*id, m.client.clone(), m.handover.clone())
         })
         .collect();
-    if again.is_empty() {
-        return;
-    }
-    let Some(remote) = remote_takeover(shared, peer) else {
-        return;
-    };
     for (id, client, handover) in again {
         info!(client_id = %client, peer = %peer, messages = handover.messages.len(), "cluster_session_move_resent");
-        let _ = remote.cast(TakeoverMsg::Wire(TakeoverWire::Merge {
+        let merge = TakeoverWire::Merge {
             id,
             from: shared.settings.node_name.clone(),
             client,
             handover,
-        }));
+        };
+        let _ = send_wire(shared, &remote, merge);
     }
 }
 
@@ -276,10 +407,18 @@ pub fn keep_unconfirmed_moves(shared: &Arc<ClusterShared>) {
             if m.sent.elapsed() <= MOVE_CONFIRM_TIMEOUT {
                 continue;
             }
-            if up.contains(peer) && m.since.elapsed() < MOVE_GIVE_UP {
-                resend.insert(peer.clone());
-            } else {
-                keys.push((peer.clone(), *id));
+            let link = up
+                .contains(peer)
+                .then(|| remote_takeover(shared, peer).map(|r| r.get_id()))
+                .flatten();
+            match link {
+                // Still on its way on the link it went on.
+                Some(l) if m.via == Some(l) && m.since.elapsed() < MOVE_SAME_LINK_LIMIT => {}
+                // The link it went on dropped since: send it again.
+                Some(l) if m.via != Some(l) && m.since.elapsed() < MOVE_GIVE_UP => {
+                    resend.insert(peer.clone());
+                }
+                _ => keys.push((peer.clone(), *id)),
             }
         }
         keys.iter().filter_map(|k| pending.remove(k)).collect()
@@ -547,9 +686,13 @@ async fn merge_older(shared: Arc<ClusterShared>, peer: String, theirs: Vec<Sessi
     forward_barrier(&shared, BARRIER_LIMIT).await;
     for t in older {
         // Ours is the older: it ends here (its connection, if any, gets
-        // DISCONNECT 0x8E) and its messages go to the newer one.
+        // DISCONNECT 0x8E) and its messages go to the newer one. What the
+        // peers routed here for it before the newer one subscribed and the
+        // barrier did not see arrive (a slow or flapping link) follows it
+        // there; the newer session skips what it got itself (it watches for
+        // twins since it was made with this node unreached).
         let HandOverOutcome::Moved(handover) =
-            hand_over_local(&shared, &t.client_id, false, None).await
+            hand_over_local(&shared, &t.client_id, false, Some(&peer)).await
         else {
             continue;
         };
@@ -570,16 +713,18 @@ async fn merge_older(shared: Arc<ClusterShared>, peer: String, theirs: Vec<Sessi
                 handover: handover.clone(),
                 since: std::time::Instant::now(),
                 sent: std::time::Instant::now(),
+                via: Some(remote.get_id()),
             },
         );
         Counters::inc(&shared.counters.sessions_merged_out);
         info!(client_id = %t.client_id, to = %peer, messages = n, "cluster_session_merged_away");
-        let _ = remote.cast(TakeoverMsg::Wire(TakeoverWire::Merge {
+        let merge = TakeoverWire::Merge {
             id,
             from: me.clone(),
             client: t.client_id,
             handover,
-        }));
+        };
+        let _ = send_wire(&shared, &remote, merge);
     }
 }
 
@@ -882,6 +1027,8 @@ pub struct Takeovers {
     pub unconfirmed_kept: AtomicU64,
     /// Retained messages this node got from a peer when their link came up.
     pub retained_added: AtomicU64,
+    /// Messages arriving in pieces, by sender and stream.
+    pieces: Mutex<HashMap<(String, u64), Assembly>>,
 }
 
 /// [`remote_takeover`], waiting up to 5 s: a link's remote ends are
@@ -917,8 +1064,9 @@ impl RemoteSessions for ClusterSessions {
 
 async fn take_over(shared: &Arc<ClusterShared>, client: ClientId, clean_start: bool) -> TakeOver {
     // It moved away from here earlier and now comes back: stop sending
-    // what routes here for it to the node it had moved to.
-    shared.ctx.routes.remove_redirect(&client);
+    // what routes here for it to the node it had moved to (that node hands
+    // its session back with the messages).
+    let redirects = shared.ctx.routes.take_redirects(&client);
     let t = &shared.takeovers;
     let me = shared.settings.node_name.clone();
     let asked = ask_all(shared, &t.takeovers, TAKEOVER_TIMEOUT, |id| {
@@ -950,9 +1098,6 @@ async fn take_over(shared: &Arc<ClusterShared>, client: ClientId, clean_start: b
             }
         }
     }
-    if moved.is_some() {
-        Counters::inc(&t.moved_in);
-    }
     // A member down or cut off now may hold a session of this client that
     // comes back to be merged into this one.
     let unreached = !asked.silent.is_empty()
@@ -961,6 +1106,18 @@ async fn take_over(shared: &Arc<ClusterShared>, client: ClientId, clean_start: b
             .read()
             .values()
             .any(|l| !l.up.load(Ordering::Acquire));
+    if moved.is_some() {
+        Counters::inc(&t.moved_in);
+    } else if unreached && !redirects.is_empty() {
+        // The node it had moved to did not answer or is down (a slow
+        // link; or the client's CONNECT was read late here, after the
+        // client gave up and went there):
+        // its session is still there, and what peers routed here for it
+        // (a backlog arriving late) must still follow it. The session
+        // made here watches for twins and is merged with it later.
+        debug!(client_id = %client, "cluster_takeover_redirect_kept");
+        shared.ctx.routes.restore_redirects(redirects);
+    }
     TakeOver {
         handover: moved,
         unreached,
@@ -1006,7 +1163,25 @@ impl Actor for Takeover {
         TakeoverMsg::Wire(msg): TakeoverMsg,
         shared: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        let msg = match msg {
+            TakeoverWire::Piece {
+                from,
+                stream,
+                index,
+                count,
+                bytes,
+            } => {
+                shared.heard_from(&from);
+                match assemble(&shared.takeovers.pieces, from, stream, index, count, bytes) {
+                    Some(whole) => whole,
+                    None => return Ok(()),
+                }
+            }
+            whole => whole,
+        };
         match msg {
+            // Assembled above (`assemble` gives no piece).
+            TakeoverWire::Piece { .. } => {}
             TakeoverWire::Reply {
                 id,
                 from,
@@ -1119,7 +1294,7 @@ impl Actor for Takeover {
                         clients,
                     };
                     if let Some(r) = remote_takeover(&shared, &from) {
-                        let _ = r.cast(TakeoverMsg::Wire(reply));
+                        let _ = send_wire(&shared, &r, reply);
                     }
                 });
             }
@@ -1148,6 +1323,7 @@ impl Actor for Takeover {
                                 handover: h.clone(),
                                 since: std::time::Instant::now(),
                                 sent: std::time::Instant::now(),
+                                via: remote_takeover(&shared, &from).map(|r| r.get_id()),
                             },
                         );
                     }
@@ -1163,7 +1339,7 @@ impl Actor for Takeover {
                     };
                     match remote_takeover(&shared, &from) {
                         Some(r) => {
-                            let _ = r.cast(TakeoverMsg::Wire(reply));
+                            let _ = send_wire(&shared, &r, reply);
                         }
                         None => {
                             warn!(client_id = %client, peer = %from, "cluster_takeover_reply_undeliverable")
@@ -1199,9 +1375,8 @@ async fn has_session(shared: &ClusterShared, client: &str) -> bool {
 }
 
 /// Ask the registry to give `client` up: discard it (clean start) or hand
-/// it over. `to`: the node it moves to, where what still routes here for
-/// it goes for a few seconds (a merge into a newer session elsewhere has
-/// none: that session got those messages itself).
+/// it over. `to`: the node it moves to (or is merged into), where what
+/// still routes here for it goes (`RouteTable::add_redirect`).
 async fn hand_over_local(
     shared: &ClusterShared,
     client: &str,
@@ -1245,6 +1420,86 @@ mod tests {
             connected,
             since_ms,
         }
+    }
+
+    fn stamps(n: usize) -> TakeoverWire {
+        TakeoverWire::Sessions {
+            from: "n1@h".into(),
+            sessions: (0..n)
+                .map(|i| SessionStamp {
+                    client_id: format!("client-{i}"),
+                    connected: i % 2 == 0,
+                    since_ms: i as u64,
+                })
+                .collect(),
+        }
+    }
+
+    fn feed(
+        pieces: &Mutex<HashMap<(String, u64), Assembly>>,
+        msgs: Vec<TakeoverWire>,
+    ) -> Vec<TakeoverWire> {
+        let mut whole = Vec::new();
+        for m in msgs {
+            let TakeoverWire::Piece {
+                from,
+                stream,
+                index,
+                count,
+                bytes,
+            } = m
+            else {
+                whole.push(m);
+                continue;
+            };
+            whole.extend(assemble(pieces, from, stream, index, count, bytes));
+        }
+        whole
+    }
+
+    #[test]
+    fn a_large_message_goes_in_pieces_and_comes_out_whole() {
+        let pieces = Mutex::new(HashMap::new());
+        let big = stamps(10_000);
+        let encoded = postcard::to_stdvec(&big).unwrap();
+        let sent = in_pieces("n1@h", 7, big);
+        assert_eq!(sent.len(), encoded.len().div_ceil(PIECE_BYTES));
+        assert!(sent.len() > 2, "{} pieces", sent.len());
+        for p in &sent {
+            let TakeoverWire::Piece { bytes, .. } = p else {
+                panic!("not a piece: {p:?}");
+            };
+            assert!(bytes.len() <= PIECE_BYTES);
+        }
+        let got = feed(&pieces, sent);
+        assert_eq!(got.len(), 1);
+        assert_eq!(postcard::to_stdvec(&got[0]).unwrap(), encoded);
+        assert!(pieces.lock().is_empty());
+        // A small one goes whole.
+        let small = in_pieces("n1@h", 8, stamps(3));
+        assert!(matches!(small.as_slice(), [TakeoverWire::Sessions { .. }]));
+    }
+
+    #[test]
+    fn pieces_cut_off_by_a_dropped_link_are_not_assembled_and_the_resend_is() {
+        let pieces = Mutex::new(HashMap::new());
+        let big = stamps(10_000);
+        let encoded = postcard::to_stdvec(&big).unwrap();
+        let first = in_pieces("n1@h", 1, stamps(10_000));
+        let n = first.len();
+        // The link dropped after half of the first copy.
+        let cut: Vec<TakeoverWire> = first.into_iter().take(n / 2).collect();
+        assert!(feed(&pieces, cut).is_empty());
+        // A piece out of order drops its stream.
+        let mut again = in_pieces("n1@h", 2, stamps(10_000));
+        again.remove(1);
+        assert!(feed(&pieces, again).is_empty());
+        // The copy sent again on the new link comes out whole.
+        let got = feed(&pieces, in_pieces("n1@h", 3, big));
+        assert_eq!(got.len(), 1);
+        assert_eq!(postcard::to_stdvec(&got[0]).unwrap(), encoded);
+        // Only the stream cut off is left, until it ages out.
+        assert_eq!(pieces.lock().len(), 1);
     }
 
     #[test]
