@@ -30,7 +30,12 @@ pub const DATA_GROUP: &str = "roost.cluster.data";
 /// 3: `Hello` and `Heartbeat` carry the sender's cluster epoch, the
 /// heartbeat the peers it sees up, route updates the epoch they belong to;
 /// [`Control::Partition`] (issue #5).
-pub const WIRE_VERSION: u8 = 4;
+///
+/// 4: message identity after each forward entry and in hand-overs.
+///
+/// 5: `TakeoverWire::Piece` (a takeover message over 32 KiB goes in
+/// pieces), which a version 4 peer cannot read.
+pub const WIRE_VERSION: u8 = 5;
 
 /// Membership, heartbeat and route replication.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
