@@ -292,6 +292,26 @@ async fn persistent_subscriber(
     (connect, c)
 }
 
+/// A persistent subscriber of `<prefix>/#` on `s[1]`, then `b` (its node)
+/// frozen and `n` QoS 1 messages published on `s[0]` to `<prefix>/x`,
+/// queued for the frozen node: the subscriber's CONNECT (its connection
+/// to `s[1]` is gone).
+async fn backlog_for_a_frozen_node(
+    s: &[Site],
+    b: &Node,
+    client: &str,
+    prefix: &str,
+    n: u32,
+) -> Connect {
+    let filter = format!("{prefix}/#");
+    let (connect, on_b) = persistent_subscriber(&s[1], &s[0], client, &filter).await;
+    b.signal("STOP");
+    sees(&s[0], &s[1], "down").await;
+    publish_n(&s[0], &format!("{prefix}/x"), "q", n).await;
+    drop(on_b);
+    connect
+}
+
 fn all_up(site: &Site, names: &[&Site]) -> bool {
     let members = site.members();
     names
@@ -1136,12 +1156,8 @@ async fn queued_for_a_frozen_node(restart_on_return: bool) {
     let _a = s[0].spawn();
     let b = s[1].spawn();
     formed(&s, Duration::from_secs(15)).await;
-    let (connect, on_b) = persistent_subscriber(&s[1], &s[0], "frozen-sub", "fz/#").await;
-    b.signal("STOP");
-    sees(&s[0], &s[1], "down").await;
     const N: u32 = 20;
-    publish_n(&s[0], "fz/x", "q", N).await;
-    drop(on_b);
+    let connect = backlog_for_a_frozen_node(&s, &b, "frozen-sub", "fz", N).await;
     let (mut on_a, ack) = Raw::connect_with(s[0].mqtt, connect).await;
     assert!(!ack.session_present, "b is frozen: a new session on a");
     on_a.subscribe(1, "fz/#", QoS::AtLeastOnce).await;
@@ -1175,12 +1191,8 @@ async fn a_takeover_from_a_node_just_back_waits_for_what_was_queued_for_it() {
     let _a = s[0].spawn();
     let b = s[1].spawn();
     formed(&s, Duration::from_secs(15)).await;
-    let (connect, on_b) = persistent_subscriber(&s[1], &s[0], "back-sub", "bk/#").await;
-    b.signal("STOP");
-    sees(&s[0], &s[1], "down").await;
     const N: u32 = 3000;
-    publish_n(&s[0], "bk/x", "q", N).await;
-    drop(on_b);
+    let connect = backlog_for_a_frozen_node(&s, &b, "back-sub", "bk", N).await;
     b.signal("CONT");
     sees(&s[0], &s[1], "up").await;
     let (mut on_a, ack) = Raw::connect_with(s[0].mqtt, connect).await;

@@ -467,11 +467,6 @@ impl RouteTable {
         hit
     }
 
-    /// Drop the redirects of `client` (it connected here again).
-    pub fn remove_redirect(&self, client: &ClientId) {
-        drop(self.take_redirects(client));
-    }
-
     /// Take the redirects of `client` out: it connects here again and
     /// its session may come back; [`RouteTable::restore_redirects`] puts
     /// them back if it did not (its node could not be asked).
@@ -1067,7 +1062,7 @@ mod tests {
         assert!(routes.has_redirects.load(Ordering::Acquire));
         // Nobody else's are taken.
         assert!(routes.take_redirects(&ClientId::new("other")).is_empty());
-        routes.remove_redirect(&client);
+        drop(routes.take_redirects(&client));
         assert_eq!(count(&routes), 0);
     }
 
