@@ -34,6 +34,24 @@ struct Site {
     env: Vec<(String, String)>,
     /// `cluster.peer_addresses` (written to a config file).
     peer_addresses: Vec<(String, String)>,
+    /// Removes the data dir, log and config file once the last clone goes.
+    _files: std::sync::Arc<SiteFiles>,
+}
+
+/// A site's files on disk: removed when the test passed, kept (and named)
+/// when it failed, since the node logs are what explains a failure.
+struct SiteFiles(PathBuf);
+
+impl Drop for SiteFiles {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("kept for the failure: {}(.log)", self.0.display());
+            return;
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = std::fs::remove_file(self.0.with_extension("log"));
+        let _ = std::fs::remove_file(self.0.with_extension("toml"));
+    }
 }
 
 impl Site {
@@ -50,12 +68,14 @@ impl Site {
             .collect();
         drop(held);
         let port = |i: usize| SocketAddr::from(([127, 0, 0, 1], ports[i]));
+        let data = temp_data_dir();
         Site {
             name: format!("{name}@localhost"),
             mqtt: port(0),
             mgmt: port(1),
             cluster: ports[2],
-            data: temp_data_dir(),
+            _files: std::sync::Arc::new(SiteFiles(data.clone())),
+            data,
             cookie: COOKIE.into(),
             cluster_name: "roost".into(),
             seeds: Vec::new(),

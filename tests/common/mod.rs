@@ -94,6 +94,11 @@ impl Broker {
                 .await
                 .expect("shutdown in time");
         }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
