@@ -9,14 +9,15 @@
 //! are never reused while the queue exists ([`Batch::queue_clear`] deletes
 //! it, meta included, and starts it over at 1).
 //!
-//! Removal is by seq range, never one key at a time: acknowledged entries
+//! Removal is by seq range: acknowledged entries
 //! ([`Batch::queue_remove_through`]), a range in the middle
 //! ([`Batch::queue_remove`], for a mailbox that drops queued entries while
 //! earlier ones still wait for an acknowledgement), or "the oldest entries
 //! from this seq on until this many bytes are freed"
 //! ([`Batch::queue_drop_oldest`], for a byte cap). A removal reads the keys
-//! it removes (their payload lengths keep `bytes` exact) and writes one
-//! range delete. What each removal did is in the [`CommitReceipt`].
+//! it removes (their payload lengths keep `bytes` exact) and deletes them:
+//! one by one for a short run, with one range delete for a long one (see
+//! [`POINT_DELETES_MAX`] for why). What each removal did is in the [`CommitReceipt`].
 //!
 //! Operations of one batch see the earlier ones of the same batch: a
 //! `FifoPlan` keeps each queue's meta, the entries the batch pushed and the
@@ -244,7 +245,27 @@ fn push(slot: &mut Slot, values: Vec<(Vec<u8>, u64)>, ops: &mut Vec<Op>) -> Rang
     first..slot.meta.next_seq
 }
 
-/// Remove every entry in `range` (one range delete), keeping the meta exact.
+/// A removal of at most this many entries deletes them one by one; a
+/// larger one writes one range delete.
+///
+/// Range tombstones are cheap to write and costly to read past: every
+/// iterator over the column family fragments all those still in the
+/// memtable. A bridge replaying a backlog removes a run of 32 acknowledged
+/// entries at a time and writes nothing else, so the memtable never flushes,
+/// and with one range delete per run a replay of 778k entries slowed from
+/// thousands to under 600 entries/s. The point tombstones of acknowledged
+/// runs sit below the queue's first live seq, where no read of the queue
+/// starts, so they cost a read nothing. Drops at the byte cap free
+/// `max_bytes / 64` at a time: those stay range deletes, a few per cap's
+/// worth of traffic.
+#[cfg(not(test))]
+pub(crate) const POINT_DELETES_MAX: usize = 256;
+/// Small in this crate's tests, so their short queues take both ways.
+#[cfg(test)]
+pub(crate) const POINT_DELETES_MAX: usize = 3;
+
+/// Remove every entry in `range` (point deletes for a short run, one range
+/// delete for a long one: [`POINT_DELETES_MAX`]), keeping the meta exact.
 fn remove(
     storage: &Storage,
     slot: &mut Slot,
@@ -257,6 +278,7 @@ fn remove(
     if slot.meta.len == 0 || from > through {
         return Ok(removal);
     }
+    let mut seqs = Vec::new();
     present(storage, slot, from, &mut |seq, len| {
         if seq > through {
             return false;
@@ -264,16 +286,25 @@ fn remove(
         removal.count += 1;
         removal.bytes += len;
         removal.last_seq = Some(seq);
+        if seqs.len() <= POINT_DELETES_MAX {
+            seqs.push(seq);
+        }
         true
     })?;
     if removal.count == 0 {
         return Ok(removal);
     }
-    let end = match through.checked_add(1) {
-        Some(next) => keys::fifo_key(&slot.prefix, next),
-        None => keys::queue_end(&slot.prefix),
-    };
-    ops.push(Op::DeleteRange(CF, keys::fifo_key(&slot.prefix, from), end));
+    if seqs.len() <= POINT_DELETES_MAX {
+        for seq in seqs {
+            ops.push(Op::Delete(CF, keys::fifo_key(&slot.prefix, seq)));
+        }
+    } else {
+        let end = match through.checked_add(1) {
+            Some(next) => keys::fifo_key(&slot.prefix, next),
+            None => keys::queue_end(&slot.prefix),
+        };
+        ops.push(Op::DeleteRange(CF, keys::fifo_key(&slot.prefix, from), end));
+    }
     slot.deleted.push(from..=through);
     slot.pushed.retain(|seq, _| !(from..=through).contains(seq));
     slot.meta.len = slot.meta.len.saturating_sub(removal.count);
