@@ -45,6 +45,10 @@ const TOPIC: &str = "sensors/load";
 /// The bound on RSS growth while the backlog builds (issue #6 target).
 const RSS_BOUND: u64 = 150 << 20;
 /// Bounds every wait for the next packet.
+/// The bridge actor's own mailbox: `READ_AHEAD` (64) packets from the remote
+/// and one wake-up (actors/src/bridge/actor_queue.rs).
+const ACTOR_BOUND: u64 = 64 + 1;
+const ACTOR_PEAK: &str = "roost_bridge_actor_queued_messages_peak{bridge=\"up\"}";
 const PACKET_WAIT: Duration = Duration::from_secs(30);
 
 /// Kills the child on drop: a failed assertion must not leak a process.
@@ -499,6 +503,14 @@ async fn a_durable_bridge_outage_is_bounded_in_memory_counts_drops_exactly_and_s
     let disk = dir_bytes(&site.dir.join("data"));
     eprintln!("data dir after publish: {} MiB", disk >> 20);
     let all = site.bridge_metrics().await;
+    // The actor's own (ractor) mailbox stayed bounded while producers
+    // pushed at full speed: one wake-up at a time, READ_AHEAD packets.
+    let actor_peak = site.metric(ACTOR_PEAK).await;
+    eprintln!("bridge actor mailbox: at most {actor_peak} messages during the publish");
+    assert!(
+        actor_peak <= ACTOR_BOUND,
+        "actor mailbox peak {actor_peak}:\n{all}"
+    );
     assert_eq!(
         blocked, 1,
         "a stopped remote with a full window is blocked:\n{all}"
@@ -566,6 +578,9 @@ async fn a_durable_bridge_outage_is_bounded_in_memory_counts_drops_exactly_and_s
         want.len(),
         want.len() as f64 / replay_secs
     );
+    let actor_peak = site.metric(ACTOR_PEAK).await;
+    eprintln!("bridge actor mailbox: at most {actor_peak} messages during the replay");
+    assert!(actor_peak <= ACTOR_BOUND, "actor mailbox peak {actor_peak}");
     // Nothing more than the window's duplicates.
     let extra = tokio::time::timeout(Duration::from_millis(500), sub.next()).await;
     if let Ok(Packet::Publish(p)) = &extra {

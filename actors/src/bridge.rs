@@ -40,6 +40,7 @@
 //! what the mailbox stores (its byte bounds count the whole record).
 
 mod actor;
+mod actor_queue;
 mod conn;
 mod http;
 mod http_client;
@@ -63,6 +64,7 @@ use crate::router::RouteSink;
 use crate::supervisor::ChildSpec;
 
 pub use actor::{Bridge, BridgeArgs, BridgeMsg};
+pub use actor_queue::{ActorQueue, Queued, READ_AHEAD};
 pub use http::{HttpBridge, HttpBridgeMsg};
 pub use ingress::{IngressBridge, IngressMsg};
 pub use latency::{Latency, LatencySnapshot};
@@ -231,6 +233,8 @@ pub struct BridgeHandle {
     control: RwLock<Option<ControlHook>>,
     inflight: AtomicU64,
     pub counters: BridgeCounters,
+    /// The actor's own mailbox: what came with traffic and is not handled.
+    pub actor_queue: Arc<ActorQueue>,
     /// Time from a message's push to the downstream's acknowledgement.
     pub latency: Latency,
 }
@@ -244,6 +248,10 @@ pub struct BridgeStats {
     pub paused: bool,
     pub inflight: u64,
     pub mailbox: OverflowStats,
+    /// Messages waiting in the bridge actor's own mailbox, and the most
+    /// there were since start ([`ActorQueue`]).
+    pub actor_queued: u64,
+    pub actor_queued_peak: u64,
     pub sent: u64,
     pub retried: u64,
     /// Ingress: messages received from the remote.
@@ -264,6 +272,7 @@ impl BridgeHandle {
             control: RwLock::new(None),
             inflight: AtomicU64::new(0),
             counters: BridgeCounters::default(),
+            actor_queue: Arc::default(),
             latency: Latency::default(),
         })
     }
@@ -343,6 +352,8 @@ impl BridgeHandle {
             state: self.state(),
             paused: self.is_paused(),
             inflight: get(&self.inflight),
+            actor_queued: self.actor_queue.queued(),
+            actor_queued_peak: self.actor_queue.peak(),
             sent: get(&c.sent),
             retried: get(&c.retried),
             received: get(&c.received),

@@ -441,6 +441,7 @@ fn register_bridges(r: &mut Registry, bridges: &[BridgeStats]) {
     let mut queued_bytes = Vec::new();
     let (mut sent, mut retried, mut dropped) = (Vec::new(), Vec::new(), Vec::new());
     let (mut connected, mut inflight) = (Vec::new(), Vec::new());
+    let (mut actor_queued, mut actor_peak) = (Vec::new(), Vec::new());
     let (mut states, mut received, mut latency) = (Vec::new(), Vec::new(), Vec::new());
     for b in bridges {
         let name = b.name.as_str();
@@ -459,6 +460,8 @@ fn register_bridges(r: &mut Registry, bridges: &[BridgeStats]) {
         connected.push((one.clone(), u64::from(b.state.is_up())));
         received.push((one.clone(), b.received));
         latency.push((one.clone(), b.latency.clone()));
+        actor_queued.push((one.clone(), b.actor_queued));
+        actor_peak.push((one.clone(), b.actor_queued_peak));
         inflight.push((one, b.inflight));
         for s in LinkState::ALL {
             let l = labels(&[("bridge", name), ("state", s.as_str())]);
@@ -483,6 +486,16 @@ fn register_bridges(r: &mut Registry, bridges: &[BridgeStats]) {
         "bridge_inflight",
         "Messages a bridge sent and the remote has not acknowledged yet",
         gauge_family(&inflight),
+    );
+    r.register(
+        "bridge_actor_queued_messages",
+        "Messages from the remote link and wake-ups waiting in a bridge actor's own mailbox (at most 64 packets + 1 wake-up)",
+        gauge_family(&actor_queued),
+    );
+    r.register(
+        "bridge_actor_queued_messages_peak",
+        "The most messages that waited in a bridge actor's own mailbox since the node started",
+        gauge_family(&actor_peak),
     );
     r.register(
         "bridge_connected",

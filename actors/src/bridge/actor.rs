@@ -17,7 +17,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tracing::{info, warn};
 
 use super::conn::{self, Established};
-use super::{decode_record, BridgeHandle, BridgeSink, LinkState};
+use super::{decode_record, BridgeHandle, BridgeSink, LinkState, Queued};
 use crate::broker::{unix_ms, BrokerCtx};
 use crate::overflow::{OverflowEntry, OverflowMailbox};
 
@@ -30,7 +30,7 @@ pub struct BridgeArgs {
 
 pub enum BridgeMsg {
     /// The mailbox has entries (at most one pending, see `OverflowMailbox`).
-    Wake,
+    Wake(Queued),
     /// Start a connection attempt.
     Connect,
     Connected {
@@ -41,10 +41,11 @@ pub enum BridgeMsg {
         gen: u64,
         error: String,
     },
-    /// A packet from the remote.
+    /// A packet from the remote (at most `READ_AHEAD` queued).
     Packet {
         gen: u64,
         packet: Inbound,
+        queued: Queued,
     },
     /// The connection ended.
     Lost {
@@ -166,9 +167,9 @@ impl Actor for Bridge {
     ) -> Result<BridgeState, ActorProcessingErr> {
         let BridgeArgs { handle, ctx } = args;
         let mailbox = open_mailbox(&handle, &ctx).await?;
-        let me = myself.clone();
+        let (me, queue) = (myself.clone(), handle.actor_queue.clone());
         mailbox.set_wake(Box::new(move || {
-            let _ = me.cast(BridgeMsg::Wake);
+            let _ = me.cast(BridgeMsg::Wake(queue.enter()));
         }));
         let sink = Arc::new(BridgeSink {
             mailbox: mailbox.clone(),
@@ -205,7 +206,7 @@ impl Actor for Bridge {
         st: &mut BridgeState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            BridgeMsg::Wake => st.pump(&myself).await,
+            BridgeMsg::Wake(_queued) => st.pump(&myself).await,
             BridgeMsg::Connect => st.connect(&myself),
             BridgeMsg::Connected { gen, link } if gen == st.gen => {
                 st.connected(&myself, *link).await
@@ -215,7 +216,7 @@ impl Actor for Bridge {
                 warn!(bridge = st.name(), remote = %st.handle.config.remote, %error, "bridge_connect_failed");
                 st.retry_later(&myself);
             }
-            BridgeMsg::Packet { gen, packet } if st.is_current(gen) => {
+            BridgeMsg::Packet { gen, packet, .. } if st.is_current(gen) => {
                 st.received(&myself, packet).await
             }
             BridgeMsg::Lost { gen, reason } if st.is_current(gen) => st.lost(&myself, &reason),
@@ -324,9 +325,15 @@ impl BridgeState {
             buf,
             cfg.protocol,
             conn::MAX_ACK_PACKET,
-            move |p| {
+            self.handle.actor_queue.clone(),
+            move |p, queued| {
                 let packet = p.into();
-                me.cast(BridgeMsg::Packet { gen, packet }).is_ok()
+                me.cast(BridgeMsg::Packet {
+                    gen,
+                    packet,
+                    queued,
+                })
+                .is_ok()
             },
             move |reason| {
                 let _ = me2.cast(BridgeMsg::Lost { gen, reason });

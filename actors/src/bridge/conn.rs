@@ -2,6 +2,7 @@
 //! connect, CONNECT / CONNACK (bounded by `connect_timeout`), then a reader
 //! task that hands every packet to the bridge actor.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -12,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
+use super::actor_queue::{ActorQueue, Queued};
 use super::BridgeConfig;
 
 /// Largest packet an egress bridge accepts from the remote (it only sends
@@ -116,21 +118,25 @@ fn connect_packet(cfg: &BridgeConfig, max_packet: u32) -> Connect {
 }
 
 /// Reads packets until the connection ends, handing each to `on_packet`
-/// (which returns false to stop: the actor is gone), then the reason to
-/// `on_lost`. The callers tag both with the connection's generation, so
-/// the actor ignores stale ones.
+/// (which returns false to stop: the actor is gone) with its place in the
+/// actor's `queue`, then the reason to `on_lost`. It waits while
+/// [`READ_AHEAD`](super::actor_queue::READ_AHEAD) packets are queued and
+/// not handled (the remote then waits on TCP). The callers tag both with
+/// the connection's generation, so the actor ignores stale ones.
 pub(crate) async fn read_loop(
     mut reader: OwnedReadHalf,
     mut buf: BytesMut,
     version: ProtocolVersion,
     max_packet: u32,
-    mut on_packet: impl FnMut(Packet) -> bool,
+    queue: Arc<ActorQueue>,
+    mut on_packet: impl FnMut(Packet, Queued) -> bool,
     on_lost: impl FnOnce(String),
 ) {
     let reason = loop {
         match codec::decode(&mut buf, Some(version), max_packet) {
             Ok(Some(packet)) => {
-                if !on_packet(packet) {
+                let queued = queue.enter_packet().await;
+                if !on_packet(packet, queued) {
                     return;
                 }
                 continue;
@@ -158,5 +164,77 @@ pub(crate) async fn write(
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(format!("write: {e}")),
         Err(_) => Err(format!("write blocked for {timeout:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bridge::READ_AHEAD;
+    use tokio::net::TcpListener;
+    use tokio::sync::mpsc;
+
+    /// A remote that sends far more than the actor handles: the reader
+    /// hands over `READ_AHEAD` packets, then waits until the actor is done
+    /// with some; the count and its peak never pass the bound.
+    #[tokio::test]
+    async fn the_reader_stops_at_read_ahead_until_the_actor_handles_packets() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let total = 1000;
+        let remote = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut out = BytesMut::new();
+            for _ in 0..total {
+                codec::encode(&Packet::PingResp, ProtocolVersion::V311, &mut out).unwrap();
+            }
+            sock.write_all(&out).await.unwrap();
+            // Hold the connection open until the test ends.
+            let mut rest = Vec::new();
+            let _ = sock.read_to_end(&mut rest).await;
+        });
+        let (reader, _writer) = TcpStream::connect(addr).await.unwrap().into_split();
+        let queue = Arc::new(ActorQueue::default());
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let reading = tokio::spawn(read_loop(
+            reader,
+            BytesMut::new(),
+            ProtocolVersion::V311,
+            1024,
+            queue.clone(),
+            move |p, queued| tx.send((p, queued)).is_ok(),
+            |_| {},
+        ));
+
+        // The actor handles nothing: exactly READ_AHEAD arrive.
+        let mut held = Vec::new();
+        while held.len() < READ_AHEAD {
+            held.push(rx.recv().await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            rx.try_recv().is_err(),
+            "the reader went past its read-ahead"
+        );
+        assert_eq!(queue.queued(), READ_AHEAD as u64);
+
+        // Handled ones make room for as many more; then all of them come.
+        held.truncate(READ_AHEAD - 10);
+        for _ in 0..10 {
+            held.push(rx.recv().await.unwrap());
+        }
+        assert!(rx.try_recv().is_err());
+        let mut got = READ_AHEAD + 10;
+        held.clear();
+        while got < total {
+            let (p, queued) = rx.recv().await.unwrap();
+            assert_eq!(p, Packet::PingResp);
+            drop(queued);
+            got += 1;
+        }
+        assert_eq!(queue.queued(), 0);
+        assert_eq!(queue.peak(), READ_AHEAD as u64);
+        reading.abort();
+        remote.abort();
     }
 }

@@ -36,7 +36,7 @@ use tracing::{info, warn};
 
 use super::actor::{open_mailbox, BridgeArgs};
 use super::http_client::{exchange, Conn, Outcome, Target};
-use super::{decode_record, BridgeHandle, BridgeSink, HttpSinkConfig, LinkState};
+use super::{decode_record, BridgeHandle, BridgeSink, HttpSinkConfig, LinkState, Queued};
 use crate::broker::unix_ms;
 use crate::overflow::{OverflowEntry, OverflowMailbox};
 use crate::AbortOnDrop;
@@ -45,7 +45,7 @@ pub struct HttpBridge;
 
 pub enum HttpBridgeMsg {
     /// The mailbox has entries (at most one pending).
-    Wake,
+    Wake(Queued),
     /// Backoff over: resend the batch, or check the sink.
     Retry { gen: u64 },
     /// An exchange ended; the connection comes back when reusable.
@@ -109,9 +109,9 @@ impl Actor for HttpBridge {
         };
         let target = Arc::new(Target::parse(&handle.config.remote, &sink.headers)?);
         let mailbox = open_mailbox(&handle, &ctx).await?;
-        let me = myself.clone();
+        let (me, queue) = (myself.clone(), handle.actor_queue.clone());
         mailbox.set_wake(Box::new(move || {
-            let _ = me.cast(HttpBridgeMsg::Wake);
+            let _ = me.cast(HttpBridgeMsg::Wake(queue.enter()));
         }));
         let bridge_sink = Arc::new(BridgeSink {
             mailbox: mailbox.clone(),
@@ -143,7 +143,7 @@ impl Actor for HttpBridge {
         st: &mut HttpBridgeState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            HttpBridgeMsg::Wake => st.pump(&myself),
+            HttpBridgeMsg::Wake(_queued) => st.pump(&myself),
             HttpBridgeMsg::Retry { gen } if gen == st.gen => {
                 st.timer = None;
                 let body = st.batch.as_ref().map(|b| b.body.clone());

@@ -35,7 +35,7 @@ use tracing::{info, warn};
 
 use super::actor::BridgeArgs;
 use super::conn::{self, Established};
-use super::{BridgeHandle, BridgeKind, IngressConfig, LinkState};
+use super::{BridgeHandle, BridgeKind, IngressConfig, LinkState, Queued};
 use crate::broker::{self, BrokerCtx};
 
 /// Largest packet an ingress bridge accepts (announced to a 5.0 remote).
@@ -55,9 +55,11 @@ pub enum IngressMsg {
         gen: u64,
         error: String,
     },
+    /// A packet from the remote (at most `READ_AHEAD` queued).
     Packet {
         gen: u64,
         packet: Box<Packet>,
+        queued: Queued,
     },
     Lost {
         gen: u64,
@@ -164,7 +166,7 @@ impl Actor for IngressBridge {
                 warn!(bridge = st.name(), remote = %st.handle.config.remote, %error, "bridge_connect_failed");
                 st.retry_later(&myself);
             }
-            IngressMsg::Packet { gen, packet } if st.is_current(gen) => {
+            IngressMsg::Packet { gen, packet, .. } if st.is_current(gen) => {
                 st.received(&myself, *packet).await
             }
             IngressMsg::Lost { gen, reason } if st.is_current(gen) => st.lost(&myself, &reason),
@@ -242,9 +244,15 @@ impl IngressState {
             buf,
             cfg.protocol,
             MAX_INGRESS_PACKET,
-            move |p| {
+            self.handle.actor_queue.clone(),
+            move |p, queued| {
                 let packet = Box::new(p);
-                me.cast(IngressMsg::Packet { gen, packet }).is_ok()
+                me.cast(IngressMsg::Packet {
+                    gen,
+                    packet,
+                    queued,
+                })
+                .is_ok()
             },
             move |reason| {
                 let _ = me2.cast(IngressMsg::Lost { gen, reason });
