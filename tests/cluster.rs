@@ -1490,3 +1490,61 @@ async fn messages_routed_to_the_old_node_while_a_session_moves_follow_it() {
     assert!(missing.is_empty(), "never delivered: {missing:?}");
     assert!(metric(&s[1], "roost_cluster_redirected_total") > 0);
 }
+
+/// A client's CONNECT waits in the kernel of a frozen node while the client
+/// gives up, closes, and connects to another node. When the frozen node
+/// comes back and reads that CONNECT and the close behind it, it does not
+/// act on it: no session is made there and none is taken over, so the
+/// connection the client holds now keeps its session and its messages.
+/// Before, the stale CONNECT started a takeover: one that reached a ended
+/// the client's connection there (0x8E); one that reached nobody (the
+/// links of the node just back were not up yet) made a second session on
+/// b, which took messages routed to b until it was merged into a's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_connect_read_after_its_client_left_takes_nothing_over() {
+    use tokio::io::AsyncWriteExt;
+    let s = sites(&["a", "b"]);
+    let _a = s[0].spawn();
+    let b = s[1].spawn();
+    formed(&s, Duration::from_secs(15)).await;
+    let connect = common::persistent_v5("stale-connect", 300);
+    b.signal("STOP");
+    sees(&s[0], &s[1], "down").await;
+    {
+        // The kernel of the frozen node accepts; nothing reads.
+        let mut to_b = tokio::net::TcpStream::connect(s[1].mqtt).await.unwrap();
+        let mut bytes = bytes::BytesMut::new();
+        roost_protocol::codec::encode(
+            &Packet::Connect(Box::new(connect.clone())),
+            ProtocolVersion::V5,
+            &mut bytes,
+        )
+        .unwrap();
+        to_b.write_all(&bytes).await.unwrap();
+    } // the client gives up: closed
+    let (mut on_a, _) = Raw::connect_with(s[0].mqtt, connect).await;
+    on_a.subscribe(1, "stale/#", QoS::AtLeastOnce).await;
+    b.signal("CONT");
+    sees(&s[0], &s[1], "up").await;
+    within(Duration::from_secs(10), "b read the stale CONNECT", || {
+        s[1].log_text().contains("connect_ignored_client_gone")
+    })
+    .await;
+    // Give a takeover or a merge, had one started, time to reach a.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let merged = s[0]
+        .log_text()
+        .lines()
+        .any(|l| l.contains("cluster_session_merged_in") && l.contains("stale-connect"));
+    assert!(
+        !merged,
+        "b made a second session for the client, merged into a's"
+    );
+    publish_n(&s[0], "stale/x", "m", 1).await;
+    match on_a.recv_within(Duration::from_secs(10)).await {
+        Some(Packet::Publish(p)) => assert_eq!(&p.payload[..], b"m0"),
+        other => panic!("the client on a lost its connection or message: {other:?}"),
+    }
+    let (code, out, err) = s[1].ctl(&["--json", "clients", "show", "stale-connect"]);
+    assert_ne!(code, 0, "a session for the client is on b: {out}{err}");
+}

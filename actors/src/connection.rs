@@ -27,7 +27,7 @@ use roost_protocol::ClientId;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tracing::{debug, warn, Instrument, Span};
+use tracing::{debug, info, warn, Instrument, Span};
 
 use crate::broker::{publish_with, BrokerConfig, BrokerCtx, Counters};
 use crate::outbound::Outbound;
@@ -648,8 +648,13 @@ fn read_loop(
             // A block: the batch is not kept across the wait below.
             let (full, limited) = {
                 let before = buf.len();
+                let had_connect = version.is_some();
                 let (batch, failed, limited) =
                     decode_batch(&mut buf, &mut version, &ctx.config, rate.as_mut());
+                if !had_connect && version.is_some() && left_behind(&rd, &batch, &mut buf) {
+                    let _ = actor.cast(ConnectionMsg::ReadClosed(None));
+                    return;
+                }
                 let bytes = u32::try_from(before - buf.len()).unwrap_or(u32::MAX);
                 let full = batch.len() >= MAX_BATCH;
                 if !batch.is_empty() {
@@ -756,6 +761,37 @@ fn decode_batch(
         }
     }
     (batch, None, false)
+}
+
+/// A CONNECT and nothing else, then the end of the stream: the client
+/// closed before any CONNACK could reach it. It is not acted on: no session
+/// is made, woken or taken over (from this node or another), and the
+/// connection just closes. This is what a CONNECT looks like when it waited
+/// in the kernel of a stopped or overloaded node while its client gave up
+/// and connected elsewhere: acted on, it would take the session from the
+/// connection the client holds now and disconnect it (0x8E).
+///
+/// One non-blocking read, once per connection, right behind its CONNECT.
+/// Bytes it finds stay in `buf` for the decoder: a client that pipelined
+/// more packets (a PUBLISH, a DISCONNECT) before closing is served as
+/// before.
+fn left_behind(rd: &OwnedReadHalf, batch: &[Packet], buf: &mut BytesMut) -> bool {
+    let [Packet::Connect(connect)] = batch else {
+        return false;
+    };
+    if !buf.is_empty() {
+        return false;
+    }
+    buf.reserve(256);
+    let gone = match rd.try_read_buf(buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    };
+    if gone {
+        info!(client_id = %connect.client_id, "connect_ignored_client_gone");
+    }
+    gone
 }
 
 /// Read more bytes; false at end of stream or on error.
