@@ -17,7 +17,8 @@
 //! ([`Batch::queue_drop_oldest`], for a byte cap). A removal reads the keys
 //! it removes (their payload lengths keep `bytes` exact) and deletes them:
 //! one by one for a short run, with one range delete for a long one (see
-//! [`POINT_DELETES_MAX`] for why). What each removal did is in the [`CommitReceipt`].
+//! [`POINT_DELETES_MAX`] for why). What each removal did is in the
+//! [`CommitReceipt`].
 //!
 //! Operations of one batch see the earlier ones of the same batch: a
 //! `FifoPlan` keeps each queue's meta, the entries the batch pushed and the
