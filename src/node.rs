@@ -13,6 +13,8 @@
 //! ├── alarms          memory high watermark (`roost_actors::alarms`)
 //! ├── listeners (one_for_one)
 //! │   └── tcp:default listener + connection actors (temporary)
+//! ├── cluster         membership, forwarding, takeover, partitions (`roost_cluster`)
+//! ├── evacuation      a running node evacuation (`roost_cluster::evacuation`)
 //! ├── sys             $SYS topics publisher (`crate::sys`; absent if disabled)
 //! └── mgmt            management API + /metrics (`crate::mgmt`)
 //! ```
@@ -141,6 +143,7 @@ impl Node {
                 )),
                 Some(listeners_spec(&ctx, config.mqtt.listen)),
                 Some(roost_cluster::cluster_spec(cluster.clone())),
+                Some(roost_cluster::evacuation_spec(cluster.clone())),
                 sys_spec(shared.clone(), config.sys_topics.interval.as_duration()),
                 Some(mgmt_spec(shared, config.mgmt.listen, slot.clone())),
             ]

@@ -1548,3 +1548,164 @@ async fn a_stale_connect_read_after_its_client_left_takes_nothing_over() {
     let (code, out, err) = s[1].ctl(&["--json", "clients", "show", "stale-connect"]);
     assert_ne!(code, 0, "a session for the client is on b: {out}{err}");
 }
+
+/// The status code of `GET path` on `addr` (plain HTTP/1.0, no token).
+async fn http_status(addr: SocketAddr, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut head))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&head);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"))
+}
+
+fn evacuation_status(site: &Site) -> Value {
+    let (code, out, err) = site.ctl(&["--json", "evacuation", "status"]);
+    assert_eq!(code, 0, "{out}{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+async fn evacuation_done(site: &Site) {
+    within(Duration::from_secs(30), "evacuation done", || {
+        evacuation_status(site)["stage"] == "done"
+    })
+    .await;
+}
+
+/// `roost ctl evacuation` empties a node into the other: readiness turns
+/// 503, connected clients get DISCONNECT 0x9C with the Server Reference
+/// (3.1.1 ones are closed), new ones CONNACK 0x9C, and the sessions left
+/// move to the other node with their queued messages and subscriptions.
+/// The evacuation survives a restart of the node; `stop` serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evacuation_empties_a_node_into_the_other_and_survives_its_restart() {
+    let s = sites(&["a", "b"]);
+    let a = s[0].spawn();
+    let _b = s[1].spawn();
+    formed(&s, Duration::from_secs(15)).await;
+    assert_eq!(http_status(s[0].mgmt, "/health/ready").await, 200);
+
+    // On a: a 5.0 client that stays connected, a persistent one gone with
+    // messages queued for it, and a 3.1.1 client.
+    let (online_connect, mut online) =
+        persistent_subscriber(&s[0], &s[1], "evac-online", "ev/#").await;
+    let (away_connect, away) = persistent_subscriber(&s[0], &s[1], "evac-away", "ev/#").await;
+    away.disconnect().await;
+    let (mut old, _) = Raw::connect(s[0].mqtt, ProtocolVersion::V311, "evac-311", true).await;
+    publish_n(&s[1], "ev/x", "q", 3).await;
+    receive_in_order(&mut online, "q", 3).await;
+
+    // Wrong parameters are refused with the reason; nothing starts.
+    let (code, _, err) = s[0].ctl(&["evacuation", "start", "--migrate-to", "nobody@localhost"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not a member"), "{err}");
+    let (code, _, err) = s[0].ctl(&["evacuation", "start", "--redirect-to", "no-port"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("host:port"), "{err}");
+    assert_eq!(evacuation_status(&s[0])["stage"], "off");
+    let (code, _, err) = s[0].ctl(&["evacuation", "stop"]);
+    assert_eq!(code, 1, "nothing to stop: {err}");
+
+    let redirect = s[1].mqtt.to_string();
+    let (code, out, err) = s[0].ctl(&[
+        "evacuation",
+        "start",
+        "--wait-health-check",
+        "1",
+        "--redirect-to",
+        &redirect,
+        "--conn-evict-rate",
+        "20",
+        "--wait-takeover",
+        "1",
+        "--sess-evict-rate",
+        "20",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("waiting_health_check"), "{out}");
+    assert_eq!(http_status(s[0].mgmt, "/health/ready").await, 503);
+    let (code, _, err) = s[0].ctl(&["evacuation", "start"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("already running"), "{err}");
+
+    let closed = online.expect_closed().await;
+    assert!(
+        closed.iter().any(|p| matches!(p, Packet::Disconnect(d)
+            if d.reason == 0x9C
+                && d.properties.server_reference.as_deref() == Some(redirect.as_str()))),
+        "DISCONNECT 0x9C with the Server Reference: {closed:?}"
+    );
+    old.expect_closed().await;
+    let (_, ack) = Raw::connect(s[0].mqtt, ProtocolVersion::V5, "evac-new", true).await;
+    assert_eq!(ack.code, 0x9C);
+    assert_eq!(
+        ack.properties.server_reference.as_deref(),
+        Some(redirect.as_str())
+    );
+
+    evacuation_done(&s[0]).await;
+    let v = evacuation_status(&s[0]);
+    assert_eq!(v["connections_evicted"], 2, "{v}");
+    assert_eq!(v["sessions_migrated"], 2, "{v}");
+    assert_eq!(v["sessions_left"], 0, "{v}");
+    let (code, table, _) = s[0].ctl(&["evacuation", "status"]);
+    assert_eq!(code, 0);
+    assert!(
+        table.contains("done") && table.contains(&redirect),
+        "{table}"
+    );
+    assert_eq!(metric(&s[0], "roost_evacuation_active"), 1);
+    assert_eq!(metric(&s[0], "roost_evacuation_sessions_migrated_total"), 2);
+    assert_eq!(
+        metric(&s[0], "roost_evacuation_connections_evicted_total"),
+        2
+    );
+    assert_eq!(
+        metric(
+            &s[0],
+            "roost_connections_refused_total{reason=\"evacuation\"}"
+        ),
+        1
+    );
+
+    // Each client finds its session on b: what was queued, and its
+    // subscription.
+    let (mut away_b, ack) = Raw::connect_with(s[1].mqtt, away_connect).await;
+    assert!(ack.session_present);
+    receive_in_order(&mut away_b, "q", 3).await;
+    let (mut online_b, ack) = Raw::connect_with(s[1].mqtt, online_connect).await;
+    assert!(ack.session_present);
+    publish_n(&s[1], "ev/x", "r", 1).await;
+    receive_in_order(&mut away_b, "r", 1).await;
+    receive_in_order(&mut online_b, "r", 1).await;
+
+    // Restarted, a is still evacuated: not ready, refusing.
+    a.kill9();
+    let (_a, _) = s[0].start().await;
+    within(Duration::from_secs(10), "the API is back", || {
+        s[0].ctl(&["status"]).0 == 0
+    })
+    .await;
+    assert_eq!(http_status(s[0].mgmt, "/health/ready").await, 503);
+    let (_, ack) = Raw::connect(s[0].mqtt, ProtocolVersion::V5, "evac-new", true).await;
+    assert_eq!(ack.code, 0x9C);
+    evacuation_done(&s[0]).await;
+
+    let (code, out, err) = s[0].ctl(&["evacuation", "stop"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("serves connections again"), "{out}");
+    assert_eq!(http_status(s[0].mgmt, "/health/ready").await, 200);
+    let (_, ack) = Raw::connect(s[0].mqtt, ProtocolVersion::V5, "evac-new", true).await;
+    assert_eq!(ack.code, 0);
+    assert_eq!(evacuation_status(&s[0])["stage"], "off");
+    assert_eq!(metric(&s[0], "roost_evacuation_active"), 0);
+}

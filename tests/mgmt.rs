@@ -348,6 +348,7 @@ async fn restart_through_the_api_shows_in_the_tree_and_metrics() {
                 "alarms",
                 "listeners",
                 "cluster",
+                "evacuation",
                 "sys",
                 "mgmt"
             ]
@@ -442,7 +443,8 @@ async fn ready_is_200_while_serving_and_503_without_the_listener() {
                 ready: true,
                 listener: true,
                 broker: true,
-                storage: true
+                storage: true,
+                evacuating: false
             }
         )
     );
@@ -472,7 +474,8 @@ async fn ready_is_200_while_serving_and_503_without_the_listener() {
                 ready: false,
                 listener: false,
                 broker: true,
-                storage: true
+                storage: true,
+                evacuating: false
             }
         )
     );
@@ -516,7 +519,8 @@ async fn ready_needs_the_store_and_metrics_show_its_counters() {
                 ready: false,
                 listener: true,
                 broker: true,
-                storage: false
+                storage: false,
+                evacuating: false
             }
         )
     );

@@ -94,6 +94,8 @@ pub struct Counters {
     pub connections_refused: AtomicU64,
     /// Refused while the memory alarm was raised.
     pub connections_refused_memory: AtomicU64,
+    /// Refused while the node was being evacuated.
+    pub connections_refused_evacuation: AtomicU64,
     /// Accepted connections made to wait for `max_connection_rate`.
     pub connections_rate_limited: AtomicU64,
     /// Times a client's socket was left unread for its publish rate limit.

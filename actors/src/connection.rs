@@ -573,10 +573,14 @@ impl ConnectionState {
         self.closing = true;
         if let (Some(code), ProtocolVersion::V5) = (code, self.version()) {
             if self.channel_was_connected() {
-                let _ = self.outbound.send(
-                    &Packet::Disconnect(Disconnect::with_reason(code)),
-                    ProtocolVersion::V5,
-                );
+                let mut disconnect = Disconnect::with_reason(code);
+                if code == reason::USE_ANOTHER_SERVER {
+                    // Evicted by an evacuation: where to go [MQTT-4.11].
+                    disconnect.properties.server_reference = self.ctx.overload.server_reference();
+                }
+                let _ = self
+                    .outbound
+                    .send(&Packet::Disconnect(disconnect), ProtocolVersion::V5);
             }
         }
         debug!(reason = ?code, "closing");

@@ -24,7 +24,7 @@ use tracing::{info, warn, Instrument};
 
 use crate::broker::{BrokerCtx, Counters};
 use crate::connection::{Connection, ConnectionArgs, ConnectionMsg, LiveCount};
-use crate::overload::{Refusal, Refusals};
+use crate::overload::{Evacuation, Refusal, Refusals};
 use crate::rate_limit::{tokio_now, AcceptLimiter};
 use crate::AbortOnDrop;
 
@@ -132,8 +132,9 @@ impl Actor for Listener {
 /// Accepts, paces and admits connections. Over the accept rate
 /// (`max_connection_rate`) the accepted socket waits before it is served,
 /// and the ones behind it wait in the kernel's backlog; over
-/// `max_connections`, or while the memory alarm is raised, it is refused
-/// with a CONNACK (see [`crate::overload`]) and gets no connection actor.
+/// `max_connections`, while the memory alarm is raised, or while the node
+/// is evacuated, it is refused with a CONNACK (see [`crate::overload`]) and
+/// gets no connection actor.
 async fn accept_loop(socket: TcpListener, listener: ActorRef<ListenerMsg>, ctx: Arc<BrokerCtx>) {
     let mut rate = AcceptLimiter::new(ctx.config.max_connection_rate, tokio_now());
     let mut refusals = Refusals::new(ctx.config.handshake_timeout);
@@ -166,13 +167,18 @@ async fn accept_loop(socket: TcpListener, listener: ActorRef<ListenerMsg>, ctx: 
             );
         }
         at_max = full;
-        let refusal = if ctx.overload.memory_alarm() {
+        let refusal = if ctx.overload.evacuation() == Evacuation::Refusing {
+            Some(Refusal::Evacuating)
+        } else if ctx.overload.memory_alarm() {
             Some(Refusal::Memory)
         } else {
             full.then_some(Refusal::MaxConnections)
         };
         if let Some(why) = refusal {
-            refusals.refuse(stream, peer, why, &ctx.counters);
+            let server_reference = (why == Refusal::Evacuating)
+                .then(|| ctx.overload.server_reference())
+                .flatten();
+            refusals.refuse(stream, peer, why, server_reference, &ctx.counters);
             continue;
         }
         let args = ConnectionArgs {

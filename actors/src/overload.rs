@@ -1,6 +1,7 @@
 //! Overload protection at the door: the node-wide state that decides whether
 //! a new connection is served ([`Overload`], in `BrokerCtx`), and the
-//! refusal of one that is not ([`Refusals`]).
+//! refusal of one that is not ([`Refusals`]). An evacuation (the cluster
+//! layer's `evacuation` actor) refuses through the same door.
 //!
 //! A refused connection never gets a connection actor (two actors and a
 //! reader task would be the very cost being refused). A small task reads its
@@ -13,12 +14,14 @@
 //! listener's accept loop and end with it.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use bytestring::ByteString;
+use parking_lot::RwLock;
 use roost_protocol::codec::{self, DecodeError};
-use roost_protocol::packet::{reason, ConnAck, Packet, ProtocolVersion};
+use roost_protocol::packet::{reason, ConnAck, ConnAckProperties, Packet, ProtocolVersion};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
@@ -45,6 +48,24 @@ pub struct Overload {
     /// Raised by the `alarms` actor while the RSS is above the watermark:
     /// new connections are refused meanwhile.
     memory_alarm: AtomicBool,
+    /// The [`Evacuation`] stage, set by the evacuation actor.
+    evacuation: AtomicU8,
+    /// Where an evacuating node sends clients (MQTT 5 Server Reference:
+    /// `host:port`, several separated by spaces), on the CONNACK that
+    /// refuses them and on the DISCONNECT that evicts them.
+    server_reference: RwLock<Option<ByteString>>,
+}
+
+/// How far an evacuation has gone, as the door sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evacuation {
+    /// No evacuation: served as usual.
+    Off,
+    /// `/health/ready` answers 503 so load balancers take the node out;
+    /// new connections are still served (`wait_health_check`).
+    Draining,
+    /// New connections are refused with 0x9C (use another server).
+    Refusing,
 }
 
 impl Overload {
@@ -52,7 +73,34 @@ impl Overload {
         Overload {
             memory_high_watermark: AtomicU64::new(memory_high_watermark),
             memory_alarm: AtomicBool::new(false),
+            evacuation: AtomicU8::new(0),
+            server_reference: RwLock::new(None),
         }
+    }
+
+    pub fn evacuation(&self) -> Evacuation {
+        match self.evacuation.load(Ordering::Acquire) {
+            0 => Evacuation::Off,
+            1 => Evacuation::Draining,
+            _ => Evacuation::Refusing,
+        }
+    }
+
+    /// Set by the evacuation actor; `server_reference` is what refused
+    /// and evicted 5.0 clients are told to use instead.
+    pub fn set_evacuation(&self, stage: Evacuation, server_reference: Option<String>) {
+        *self.server_reference.write() = server_reference.map(ByteString::from);
+        let v = match stage {
+            Evacuation::Off => 0,
+            Evacuation::Draining => 1,
+            Evacuation::Refusing => 2,
+        };
+        self.evacuation.store(v, Ordering::Release);
+    }
+
+    /// The Server Reference of an evacuation, if one was given.
+    pub fn server_reference(&self) -> Option<ByteString> {
+        self.server_reference.read().clone()
     }
 
     pub fn memory_high_watermark(&self) -> u64 {
@@ -80,6 +128,8 @@ pub enum Refusal {
     MaxConnections,
     /// The memory alarm is raised (`node.memory_high_watermark`).
     Memory,
+    /// The node is being evacuated (`roost ctl evacuation start`).
+    Evacuating,
 }
 
 impl Refusal {
@@ -92,6 +142,9 @@ impl Refusal {
             // Transient, the node is short of memory: 0x89 server busy,
             // which tells the client to try again later.
             Refusal::Memory => reason::SERVER_BUSY,
+            // 0x9C use another server, with the evacuation's Server
+            // Reference when it has one [MQTT-4.11].
+            Refusal::Evacuating => reason::USE_ANOTHER_SERVER,
         }
     }
 
@@ -100,6 +153,7 @@ impl Refusal {
         match self {
             Refusal::MaxConnections => "max_connections",
             Refusal::Memory => "memory",
+            Refusal::Evacuating => "evacuation",
         }
     }
 
@@ -107,6 +161,7 @@ impl Refusal {
         match self {
             Refusal::MaxConnections => &c.connections_refused,
             Refusal::Memory => &c.connections_refused_memory,
+            Refusal::Evacuating => &c.connections_refused_evacuation,
         }
     }
 }
@@ -129,11 +184,13 @@ impl Refusals {
 
     /// Counts the refusal and answers it in a task of its own, or, with
     /// [`REFUSALS_IN_FLIGHT`] already running, closes the socket at once.
+    /// `server_reference` goes on a 5.0 CONNACK.
     pub fn refuse(
         &mut self,
         stream: TcpStream,
         peer: SocketAddr,
         why: Refusal,
+        server_reference: Option<ByteString>,
         counters: &Counters,
     ) {
         Counters::inc(why.counter(counters));
@@ -146,14 +203,15 @@ impl Refusals {
         debug!(%peer, reason = why.label(), "connection_refused");
         let timeout = self.timeout;
         self.tasks.spawn(async move {
-            let _ = tokio::time::timeout(timeout, answer(stream, why.reason_code())).await;
+            let answer = answer(stream, why.reason_code(), server_reference);
+            let _ = tokio::time::timeout(timeout, answer).await;
         });
     }
 }
 
 /// Reads the CONNECT, writes a CONNACK with `code` in its protocol version,
 /// and closes once the client has. The caller bounds it in time.
-async fn answer(mut stream: TcpStream, code: u8) {
+async fn answer(mut stream: TcpStream, code: u8, server_reference: Option<ByteString>) {
     let mut buf = BytesMut::with_capacity(512);
     let Some(version) = read_connect_version(&mut stream, &mut buf).await else {
         // Not a CONNECT, or no CONNECT: closed without CONNACK, as a
@@ -162,6 +220,10 @@ async fn answer(mut stream: TcpStream, code: u8) {
     };
     let ack = Packet::ConnAck(ConnAck {
         code,
+        properties: ConnAckProperties {
+            server_reference,
+            ..ConnAckProperties::default()
+        },
         ..ConnAck::default()
     });
     buf.clear();
@@ -273,11 +335,12 @@ mod tests {
     }
 
     #[test]
-    fn refusal_codes_are_quota_exceeded_and_server_busy() {
+    fn refusal_codes_are_quota_exceeded_server_busy_and_use_another_server() {
         assert_eq!(Refusal::MaxConnections.reason_code(), 0x97);
         assert_eq!(Refusal::Memory.reason_code(), 0x89);
-        // Both are "server unavailable" (3) for a 3.1.1 client.
-        for r in [Refusal::MaxConnections, Refusal::Memory] {
+        assert_eq!(Refusal::Evacuating.reason_code(), 0x9C);
+        // All are "server unavailable" (3) for a 3.1.1 client.
+        for r in [Refusal::MaxConnections, Refusal::Memory, Refusal::Evacuating] {
             let mut buf = BytesMut::new();
             let ack = Packet::ConnAck(ConnAck {
                 code: r.reason_code(),

@@ -17,6 +17,7 @@
 //! message types ([`wire`]); every per-client actor stays local-only.
 
 pub mod discovery;
+pub mod evacuation;
 pub mod forward;
 pub mod heal;
 pub mod membership;
@@ -88,4 +89,18 @@ pub fn cluster_spec(shared: Arc<ClusterShared>) -> ChildSpec {
         children: children.clone(),
     };
     child_spec_supervisor("cluster", args, Restart::Permanent)
+}
+
+/// The `evacuation` actor (a child of the root, after `cluster`: it moves
+/// sessions through the cluster's links, and a heal's restart of `cluster`
+/// must not restart a running evacuation).
+pub fn evacuation_spec(shared: Arc<ClusterShared>) -> ChildSpec {
+    ChildSpec::for_actor("evacuation", move || {
+        (
+            evacuation::Evacuator,
+            evacuation::EvacuatorArgs {
+                shared: shared.clone(),
+            },
+        )
+    })
 }

@@ -47,6 +47,9 @@ pub struct ClusterCounters {
     /// moved here (delivered), and those dropped because too many waited.
     pub redirected_in: AtomicU64,
     pub redirected_dropped: AtomicU64,
+    /// Clients disconnected and sessions moved away by evacuations.
+    pub evacuation_connections_evicted: AtomicU64,
+    pub evacuation_sessions_migrated: AtomicU64,
 }
 
 pub struct ClusterShared {
@@ -92,6 +95,9 @@ pub struct ClusterShared {
     pub redirected: parking_lot::Mutex<
         std::collections::HashMap<String, std::collections::VecDeque<roost_storage::QueuedMessage>>,
     >,
+    /// The running evacuation's progress (`crate::evacuation`).
+    pub evacuation: parking_lot::Mutex<crate::evacuation::Progress>,
+    pub evacuator: RwLock<Option<ActorRef<crate::evacuation::EvacuationMsg>>>,
 }
 
 impl ClusterShared {
@@ -119,6 +125,8 @@ impl ClusterShared {
             redirected: parking_lot::Mutex::new(std::collections::HashMap::new()),
             pending_moves: parking_lot::Mutex::new(std::collections::HashMap::new()),
             received_moves: parking_lot::Mutex::new(std::collections::HashMap::new()),
+            evacuation: parking_lot::Mutex::new(Default::default()),
+            evacuator: RwLock::new(None),
         })
     }
 
@@ -253,4 +261,70 @@ impl Cluster {
         )
         .map_err(|e| e.to_string())?
     }
+
+    fn evacuator(&self) -> Result<ActorRef<crate::evacuation::EvacuationMsg>, String> {
+        self.0
+            .evacuator
+            .read()
+            .clone()
+            .ok_or_else(|| "the evacuation actor is not running (restarting?)".to_owned())
+    }
+
+    /// Start evacuating this node (see [`crate::evacuation`]); refused
+    /// with the reason when the parameters are wrong or one is running.
+    pub async fn evacuation_start(
+        &self,
+        params: crate::evacuation::EvacuationParams,
+    ) -> Result<crate::evacuation::EvacuationStatus, EvacuationError> {
+        let members: Vec<String> = self
+            .status()
+            .await
+            .map_err(EvacuationError::Failed)?
+            .members
+            .into_iter()
+            .map(|m| m.node)
+            .collect();
+        params
+            .validate(&self.0.settings.node_name, &members)
+            .map_err(EvacuationError::Invalid)?;
+        let e = self.evacuator().map_err(EvacuationError::Failed)?;
+        ractor::call_t!(
+            e,
+            |reply| crate::evacuation::EvacuationMsg::Start(params, reply),
+            CALL_TIMEOUT.as_millis() as u64
+        )
+        .map_err(|e| EvacuationError::Failed(e.to_string()))?
+        .map_err(EvacuationError::Conflict)
+    }
+
+    /// Stop the running evacuation: connections are served again.
+    pub async fn evacuation_stop(
+        &self,
+    ) -> Result<crate::evacuation::EvacuationStatus, EvacuationError> {
+        let e = self.evacuator().map_err(EvacuationError::Failed)?;
+        ractor::call_t!(
+            e,
+            crate::evacuation::EvacuationMsg::Stop,
+            CALL_TIMEOUT.as_millis() as u64
+        )
+        .map_err(|e| EvacuationError::Failed(e.to_string()))?
+        .map_err(EvacuationError::Conflict)
+    }
+
+    pub async fn evacuation_status(&self) -> Result<crate::evacuation::EvacuationStatus, String> {
+        let e = self.evacuator()?;
+        ractor::call_t!(e, crate::evacuation::EvacuationMsg::Status, 5_000)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Why an evacuation could not be started or stopped.
+#[derive(Debug)]
+pub enum EvacuationError {
+    /// Bad parameters (400).
+    Invalid(String),
+    /// Already running, or not running (409).
+    Conflict(String),
+    /// The actors did not answer (503).
+    Failed(String),
 }

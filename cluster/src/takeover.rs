@@ -691,41 +691,68 @@ async fn merge_older(shared: Arc<ClusterShared>, peer: String, theirs: Vec<Sessi
         // barrier did not see arrive (a slow or flapping link) follows it
         // there; the newer session skips what it got itself (it watches for
         // twins since it was made with this node unreached).
-        let HandOverOutcome::Moved(handover) =
-            hand_over_local(&shared, &t.client_id, false, Some(&peer)).await
-        else {
-            continue;
-        };
-        let n = handover.messages.len();
-        let Some(remote) = resolve_takeover(&shared, &peer).await else {
-            // Gone meanwhile: the session stays here after all.
-            let r = absorb_here(&shared, &t.client_id, handover).await;
-            warn!(client_id = %t.client_id, peer = %peer, messages = n, kept = ?r, "cluster_session_merge_undeliverable_kept_here");
-            continue;
-        };
-        // Kept until the peer confirms it (`Received`), taken back after
-        // MOVE_CONFIRM_TIMEOUT: the cast is lost if the link drops now.
-        let id = MERGE_ID | shared.takeovers.next_id.fetch_add(1, Ordering::Relaxed);
-        shared.pending_moves.lock().insert(
-            (peer.clone(), id),
-            PendingMove {
-                client: t.client_id.clone(),
-                handover: handover.clone(),
-                since: std::time::Instant::now(),
-                sent: std::time::Instant::now(),
-                via: Some(remote.get_id()),
-            },
-        );
-        Counters::inc(&shared.counters.sessions_merged_out);
-        info!(client_id = %t.client_id, to = %peer, messages = n, "cluster_session_merged_away");
-        let merge = TakeoverWire::Merge {
-            id,
-            from: me.clone(),
-            client: t.client_id,
-            handover,
-        };
-        let _ = send_wire(&shared, &remote, merge);
+        move_session(&shared, &t.client_id, &peer, "older").await;
     }
+}
+
+/// What [`move_session`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionMove {
+    /// Handed over to the peer (kept here until it confirms receipt):
+    /// with this many messages.
+    Sent(usize),
+    /// This node has no session of the client (any more).
+    NotHere,
+    /// The peer went away meanwhile: the session stays here.
+    KeptHere,
+}
+
+/// Move this node's session of `client` to `peer`: its connection, if
+/// any, is closed (0x8E), the session is handed over as a `Merge` (merged
+/// into the peer's session of the client, or installed there if it has
+/// none), kept until the peer confirms it and taken back if it does not
+/// (see [`PendingMove`]). What still routes here for the client follows it
+/// there. `why`: logged (`older`: a link-up merge; `evacuation`).
+pub async fn move_session(
+    shared: &Arc<ClusterShared>,
+    client: &str,
+    peer: &str,
+    why: &'static str,
+) -> SessionMove {
+    let HandOverOutcome::Moved(handover) = hand_over_local(shared, client, false, Some(peer)).await
+    else {
+        return SessionMove::NotHere;
+    };
+    let n = handover.messages.len();
+    let Some(remote) = resolve_takeover(shared, peer).await else {
+        // Gone meanwhile: the session stays here after all.
+        let r = absorb_here(shared, client, handover).await;
+        warn!(client_id = %client, peer = %peer, messages = n, kept = ?r, why, "cluster_session_merge_undeliverable_kept_here");
+        return SessionMove::KeptHere;
+    };
+    // Kept until the peer confirms it (`Received`), taken back after
+    // MOVE_CONFIRM_TIMEOUT: the cast is lost if the link drops now.
+    let id = MERGE_ID | shared.takeovers.next_id.fetch_add(1, Ordering::Relaxed);
+    shared.pending_moves.lock().insert(
+        (peer.to_owned(), id),
+        PendingMove {
+            client: client.to_owned(),
+            handover: handover.clone(),
+            since: std::time::Instant::now(),
+            sent: std::time::Instant::now(),
+            via: Some(remote.get_id()),
+        },
+    );
+    Counters::inc(&shared.counters.sessions_merged_out);
+    info!(client_id = %client, to = %peer, messages = n, why, "cluster_session_merged_away");
+    let merge = TakeoverWire::Merge {
+        id,
+        from: shared.settings.node_name.clone(),
+        client: client.to_owned(),
+        handover,
+    };
+    let _ = send_wire(shared, &remote, merge);
+    SessionMove::Sent(n)
 }
 
 /// Retained messages per `Retained` message.

@@ -23,6 +23,7 @@
 
 mod client;
 pub mod cluster;
+pub mod evacuation;
 pub mod render;
 
 use std::path::PathBuf;
@@ -72,6 +73,9 @@ pub enum CtlCommand {
     /// Cluster membership: status, join, leave, force-leave.
     #[command(subcommand)]
     Cluster(cluster::ClusterCmd),
+    /// Node evacuation: empty this node of clients and sessions (start, stop, status).
+    #[command(subcommand)]
+    Evacuation(evacuation::EvacuationCmd),
     /// Clients (sessions, online and offline).
     #[command(subcommand)]
     Clients(ClientsCmd),
@@ -213,6 +217,7 @@ pub fn run(args: &CtlArgs) -> Result<String, CtlError> {
     match &args.command {
         CtlCommand::Status => out.show(client.get("/api/v1/status")?, render::status),
         CtlCommand::Cluster(cmd) => cluster::run(&client, &out, cmd),
+        CtlCommand::Evacuation(cmd) => evacuation::run(&client, &out, cmd),
         CtlCommand::Clients(cmd) => clients(&client, &out, cmd),
         CtlCommand::Subscriptions(SubscriptionsCmd::List { client: id }) => {
             let path = match id {

@@ -63,7 +63,7 @@ pub fn duration(secs: u64) -> String {
     out
 }
 
-fn pairs(rows: &[(&str, String)]) -> String {
+pub fn pairs(rows: &[(&str, String)]) -> String {
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     rows.iter()
         .map(|(k, v)| format!("{k:width$}  {v}\n"))

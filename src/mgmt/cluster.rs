@@ -1,9 +1,12 @@
-//! `/api/v1/cluster...`: membership (issue #4), for `roost ctl cluster`.
+//! `/api/v1/cluster...`: membership (issue #4), for `roost ctl cluster`;
+//! `/api/v1/evacuation`: node evacuation, for `roost ctl evacuation`.
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
+use roost_cluster::evacuation::{EvacuationParams, EvacuationStatus};
+use roost_cluster::shared::EvacuationError;
 use roost_cluster::{Cluster, ClusterStatus};
 use serde::{Deserialize, Serialize};
 
@@ -92,4 +95,75 @@ pub async fn force_leave(
         node,
         result: "removed".into(),
     }))
+}
+
+/// `POST /api/v1/evacuation`: every field may be left out (EMQX's
+/// defaults: 60 s, 500/s). Unknown fields are refused, so a misspelt one
+/// is not silently the default.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvacuationRequest {
+    /// Seconds.
+    pub wait_health_check: Option<u64>,
+    pub redirect_to: Option<Vec<String>>,
+    pub conn_evict_rate: Option<u32>,
+    pub migrate_to: Option<Vec<String>>,
+    /// Seconds.
+    pub wait_takeover: Option<u64>,
+    pub sess_evict_rate: Option<u32>,
+}
+
+impl EvacuationRequest {
+    fn params(self) -> EvacuationParams {
+        let d = EvacuationParams::default();
+        EvacuationParams {
+            wait_health_check_secs: self.wait_health_check.unwrap_or(d.wait_health_check_secs),
+            redirect_to: self.redirect_to.unwrap_or_default(),
+            conn_evict_rate: self.conn_evict_rate.unwrap_or(d.conn_evict_rate),
+            migrate_to: self.migrate_to.unwrap_or_default(),
+            wait_takeover_secs: self.wait_takeover.unwrap_or(d.wait_takeover_secs),
+            sess_evict_rate: self.sess_evict_rate.unwrap_or(d.sess_evict_rate),
+        }
+    }
+}
+
+fn evacuation_error(e: EvacuationError) -> ApiError {
+    match e {
+        EvacuationError::Invalid(m) => ApiError::bad_request(m),
+        EvacuationError::Conflict(m) => failed(m),
+        EvacuationError::Failed(m) => ApiError::unavailable(m),
+    }
+}
+
+pub async fn evacuation_status(State(app): State<AppState>) -> ApiResult<EvacuationStatus> {
+    let c = cluster(&app)?;
+    c.evacuation_status()
+        .await
+        .map(Json)
+        .map_err(ApiError::unavailable)
+}
+
+pub async fn evacuation_start(
+    State(app): State<AppState>,
+    body: Bytes,
+) -> ApiResult<EvacuationStatus> {
+    let req: EvacuationRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        EvacuationRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?
+    };
+    let c = cluster(&app)?;
+    c.evacuation_start(req.params())
+        .await
+        .map(Json)
+        .map_err(evacuation_error)
+}
+
+pub async fn evacuation_stop(State(app): State<AppState>) -> ApiResult<EvacuationStatus> {
+    let c = cluster(&app)?;
+    c.evacuation_stop()
+        .await
+        .map(Json)
+        .map_err(evacuation_error)
 }

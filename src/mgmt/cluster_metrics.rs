@@ -6,6 +6,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use roost_actors::broker::Counters;
+use roost_actors::overload::Evacuation;
 use roost_cluster::Cluster;
 
 /// Figures of the cluster layer for one scrape.
@@ -34,6 +35,10 @@ pub struct ClusterSnapshot {
     pub merge_duplicates_skipped: u64,
     pub redirected_in: u64,
     pub redirected_dropped: u64,
+    /// 1 while this node is evacuated (from readiness 503 to `stop`).
+    pub evacuating: bool,
+    pub evacuation_connections_evicted: u64,
+    pub evacuation_sessions_migrated: u64,
 }
 
 pub async fn snapshot(cluster: &Cluster) -> ClusterSnapshot {
@@ -79,6 +84,9 @@ pub async fn snapshot(cluster: &Cluster) -> ClusterSnapshot {
         merge_duplicates_skipped: Counters::get(&shared.ctx.counters.merge_duplicates_skipped),
         redirected_in: Counters::get(&c.redirected_in),
         redirected_dropped: Counters::get(&c.redirected_dropped),
+        evacuating: shared.ctx.overload.evacuation() != Evacuation::Off,
+        evacuation_connections_evicted: Counters::get(&c.evacuation_connections_evicted),
+        evacuation_sessions_migrated: Counters::get(&c.evacuation_sessions_migrated),
     }
 }
 
@@ -101,6 +109,11 @@ pub fn register(r: &mut Registry, s: &ClusterSnapshot) {
         g.set(i64::try_from(v).unwrap_or(i64::MAX));
         g
     };
+    r.register(
+        "evacuation_active",
+        "1 while this node is being evacuated (roost ctl evacuation start, until stop)",
+        gauge(u64::from(s.evacuating)),
+    );
     r.register(
         "cluster_forward_queued",
         "Messages waiting to be forwarded to other nodes (sent and unacknowledged included)",
@@ -184,8 +197,18 @@ pub fn register(r: &mut Registry, s: &ClusterSnapshot) {
         ),
         (
             "cluster_sessions_merged_out",
-            "Sessions of this node handed to another node that held a newer one of the same client",
+            "Sessions of this node handed to another node that held a newer one of the same client, or moved there by an evacuation",
             s.sessions_merged_out,
+        ),
+        (
+            "evacuation_connections_evicted",
+            "Clients disconnected (0x9C, use another server) by evacuations of this node",
+            s.evacuation_connections_evicted,
+        ),
+        (
+            "evacuation_sessions_migrated",
+            "Sessions moved to other nodes by evacuations of this node",
+            s.evacuation_sessions_migrated,
         ),
         (
             "cluster_merge_duplicates_skipped",

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use roost_actors::listener::ListenerMsg;
+use roost_actors::overload::Evacuation;
 
 use super::error::ApiError;
 use super::types::Ready;
@@ -46,6 +47,12 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/cluster/members/{node}",
             axum::routing::delete(super::cluster::force_leave),
+        )
+        .route(
+            "/evacuation",
+            get(super::cluster::evacuation_status)
+                .post(super::cluster::evacuation_start)
+                .delete(super::cluster::evacuation_stop),
         )
         .route("/tree", get(h::tree))
         .route("/restart", post(h::restart))
@@ -96,8 +103,9 @@ async fn live() -> Json<serde_json::Value> {
 }
 
 /// 200 when the default listener runs, the broker subtree is all running
-/// and the store is open (its `storage` actor answers); 503 otherwise (load
-/// balancers stop sending new connections).
+/// and the store is open (its `storage` actor answers), and the node is not
+/// being evacuated; 503 otherwise (load balancers stop sending new
+/// connections).
 async fn ready(State(app): State<AppState>) -> (StatusCode, Json<Ready>) {
     let timeout = READY_TIMEOUT.as_millis() as u64;
     let listener_alive = match app.shared.ctx.listener(DEFAULT_LISTENER) {
@@ -117,11 +125,13 @@ async fn ready(State(app): State<AppState>) -> (StatusCode, Json<Ready>) {
         Err(_) => (false, false),
     };
     let listener = listener_alive && listener_running;
+    let evacuating = app.shared.ctx.overload.evacuation() != Evacuation::Off;
     let body = Ready {
-        ready: listener && broker && storage,
+        ready: listener && broker && storage && !evacuating,
         listener,
         broker,
         storage,
+        evacuating,
     };
     let status = if body.ready {
         StatusCode::OK

@@ -81,6 +81,7 @@ pub struct CounterValues {
     /// Refused at `mqtt.max_connections`.
     pub connections_refused: u64,
     pub connections_refused_memory: u64,
+    pub connections_refused_evacuation: u64,
     pub connections_rate_limited: u64,
     pub publish_rate_limited: u64,
     pub connections_force_closed: u64,
@@ -111,6 +112,7 @@ impl CounterValues {
             connections_accepted: g(&c.connections_accepted),
             connections_refused: g(&c.connections_refused),
             connections_refused_memory: g(&c.connections_refused_memory),
+            connections_refused_evacuation: g(&c.connections_refused_evacuation),
             connections_rate_limited: g(&c.connections_rate_limited),
             publish_rate_limited: g(&c.publish_rate_limited),
             connections_force_closed: g(&c.connections_force_closed),
@@ -391,6 +393,10 @@ fn register_counters(r: &mut Registry, c: &CounterValues) {
         (
             labels(&[("reason", "memory")]),
             c.connections_refused_memory,
+        ),
+        (
+            labels(&[("reason", "evacuation")]),
+            c.connections_refused_evacuation,
         ),
     ];
     r.register(

@@ -260,6 +260,9 @@ pub struct Ready {
     pub broker: bool,
     /// The store is open: the `storage` actor that holds it answers.
     pub storage: bool,
+    /// The node is being evacuated (`roost ctl evacuation start`): not
+    /// ready, so load balancers send new connections elsewhere.
+    pub evacuating: bool,
 }
 
 /// `t` as RFC 3339 UTC (`2024-05-01T12:00:03Z`), without a date crate.
