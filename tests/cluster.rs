@@ -1709,3 +1709,121 @@ async fn an_evacuation_empties_a_node_into_the_other_and_survives_its_restart() 
     assert_eq!(evacuation_status(&s[0])["stage"], "off");
     assert_eq!(metric(&s[0], "roost_evacuation_active"), 0);
 }
+
+fn rebalance_status(site: &Site) -> Value {
+    let (code, out, err) = site.ctl(&["--json", "rebalance", "status"]);
+    assert_eq!(code, 0, "{out}{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+/// `roost ctl rebalance` (coordinated by b) takes a's excess of
+/// connections and sessions, everything being on a: down to the mean,
+/// clients disconnected with 0x9C, offline sessions moved to b with their
+/// queued messages; then a serves and is ready again. Within the default
+/// thresholds, nothing moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_moves_the_excess_of_a_busy_node_to_an_idle_one() {
+    let s = sites(&["a", "b"]);
+    let _nodes: Vec<Node> = s.iter().map(Site::spawn).collect();
+    formed(&s, Duration::from_secs(15)).await;
+    // On a: 4 connected clients and 4 offline sessions with a queue.
+    let mut online = Vec::new();
+    for i in 0..4 {
+        let c = common::persistent_v5(&format!("rb-on-{i}"), 300);
+        online.push(Raw::connect_with(s[0].mqtt, c).await.0);
+    }
+    let mut offline = Vec::new();
+    for i in 0..4 {
+        let connect = common::persistent_v5(&format!("rb-off-{i}"), 300);
+        let (mut c, _) = Raw::connect_with(s[0].mqtt, connect.clone()).await;
+        c.subscribe(1, "rb/#", QoS::AtLeastOnce).await;
+        c.disconnect().await;
+        offline.push(connect);
+    }
+    routes_reach(&s[1], &s[0], 1).await;
+    publish_n(&s[1], "rb/x", "q", 2).await;
+
+    let (code, _, err) = s[1].ctl(&["rebalance", "start", "--nodes", "nobody@localhost"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not an up member"), "{err}");
+    let (code, out, err) = s[1].ctl(&["rebalance", "start"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("nothing to move"), "{out}");
+    assert_eq!(rebalance_status(&s[1])["stage"], "balanced");
+
+    // Means: 2 connections, 4 sessions.
+    let (code, out, err) = s[1].ctl(&[
+        "rebalance",
+        "start",
+        "--abs-conn-threshold",
+        "1",
+        "--abs-sess-threshold",
+        "1",
+        "--wait-health-check",
+        "0",
+        "--wait-takeover",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("rebalance started") && out.contains("donor") && out.contains("recipient"),
+        "{out}"
+    );
+    let (code, _, err) = s[1].ctl(&["rebalance", "start"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("running"), "{err}");
+    within(Duration::from_secs(30), "rebalance done", || {
+        rebalance_status(&s[1])["stage"] == "done"
+    })
+    .await;
+    let v = rebalance_status(&s[1]);
+    let part = &v["donors"][0];
+    assert_eq!(part["node"], s[0].name.as_str(), "{v}");
+    assert_eq!(part["connections_evicted"], 2, "{v}");
+    assert_eq!(part["sessions_migrated"], 4, "{v}");
+
+    // Two of the four connected clients were told to go, two stay.
+    let mut told = 0;
+    for c in &mut online {
+        match c.recv_within(Duration::from_millis(300)).await {
+            Some(Packet::Disconnect(d)) => {
+                assert_eq!(d.reason, 0x9C);
+                told += 1;
+            }
+            None => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(told, 2);
+    // a is back to serving.
+    assert_eq!(http_status(s[0].mgmt, "/health/ready").await, 200);
+    let (_, ack) = Raw::connect(s[0].mqtt, ProtocolVersion::V5, "rb-new", true).await;
+    assert_eq!(ack.code, 0);
+    // Four sessions are on b now; a moved one kept what was queued for it.
+    let (code, out, _) = s[1].ctl(&["--json", "clients", "list", "--node", &s[1].name]);
+    assert_eq!(code, 0, "{out}");
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    let on_b: Vec<String> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["client_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(on_b.len(), 4, "{on_b:?}");
+    let moved = offline
+        .into_iter()
+        .find(|c| on_b.contains(&c.client_id.to_string()))
+        .expect("an offline session among the moved ones");
+    let (mut back, ack) = Raw::connect_with(s[1].mqtt, moved).await;
+    assert!(ack.session_present);
+    receive_in_order(&mut back, "q", 2).await;
+
+    let (code, table, _) = s[1].ctl(&["rebalance", "status"]);
+    assert_eq!(code, 0);
+    assert!(table.contains("done") && table.contains("donor"), "{table}");
+    let (code, out, err) = s[1].ctl(&["rebalance", "stop"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(rebalance_status(&s[1])["stage"], "off");
+    let (code, _, _) = s[1].ctl(&["rebalance", "stop"]);
+    assert_eq!(code, 1, "nothing to stop");
+}

@@ -340,7 +340,11 @@ mod tests {
         assert_eq!(Refusal::Memory.reason_code(), 0x89);
         assert_eq!(Refusal::Evacuating.reason_code(), 0x9C);
         // All are "server unavailable" (3) for a 3.1.1 client.
-        for r in [Refusal::MaxConnections, Refusal::Memory, Refusal::Evacuating] {
+        for r in [
+            Refusal::MaxConnections,
+            Refusal::Memory,
+            Refusal::Evacuating,
+        ] {
             let mut buf = BytesMut::new();
             let ack = Packet::ConnAck(ConnAck {
                 code: r.reason_code(),

@@ -26,6 +26,12 @@
 //! restarted meanwhile refuses connections from its first accept and
 //! carries on from step 2. The `evacuation` actor owns the driving task;
 //! a restart of the actor carries on the same way.
+//!
+//! The same actor runs a node's part of a rebalance ([`Job::Rebalance`],
+//! ordered by the coordinating node, see [`crate::rebalance`]): the same
+//! steps, down to a number of connected clients and of sessions instead of
+//! none, moving only offline sessions; then the node serves again. That
+//! part is not stored: a restart ends it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -120,6 +126,41 @@ impl EvacuationParams {
     }
 }
 
+/// What a run of the evacuation actor is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Job {
+    /// Empty the node; stored, refusing until stopped.
+    Evacuation,
+    /// This node's part of a rebalance coordinated by `coordinator`: down
+    /// to `connections` connected clients and `sessions` sessions.
+    Rebalance {
+        coordinator: String,
+        connections: u64,
+        sessions: u64,
+    },
+}
+
+impl Job {
+    fn name(&self) -> &'static str {
+        match self {
+            Job::Evacuation => "evacuation",
+            Job::Rebalance { .. } => "rebalance",
+        }
+    }
+
+    /// (connected clients, sessions) to get down to.
+    fn targets(&self) -> (u64, u64) {
+        match self {
+            Job::Evacuation => (0, 0),
+            Job::Rebalance {
+                connections,
+                sessions,
+                ..
+            } => (*connections, *sessions),
+        }
+    }
+}
+
 /// What is stored while an evacuation runs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct StoredEvacuation {
@@ -156,6 +197,13 @@ impl Stage {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EvacuationStatus {
     pub node: String,
+    /// `evacuation`, `rebalance` (this node's part of one), or empty (off).
+    pub job: String,
+    /// A rebalance part: the node that coordinates it.
+    pub coordinator: String,
+    /// Connected clients and sessions it gets down to (0 for an evacuation).
+    pub connections_target: u64,
+    pub sessions_target: u64,
     pub stage: Stage,
     /// None when off.
     pub params: Option<EvacuationParams>,
@@ -177,6 +225,7 @@ pub struct EvacuationStatus {
 /// The driving task's progress, read by status.
 #[derive(Debug, Default)]
 pub struct Progress {
+    job: Option<Job>,
     stage: Option<Stage>,
     params: Option<EvacuationParams>,
     started_ms: u64,
@@ -189,8 +238,16 @@ pub struct Progress {
 
 impl Progress {
     fn status(&self, node: &str) -> EvacuationStatus {
+        let (connections_target, sessions_target) = self.job.as_ref().map_or((0, 0), Job::targets);
         EvacuationStatus {
             node: node.to_owned(),
+            job: self.job.as_ref().map_or("", Job::name).to_owned(),
+            coordinator: match &self.job {
+                Some(Job::Rebalance { coordinator, .. }) => coordinator.clone(),
+                _ => String::new(),
+            },
+            connections_target,
+            sessions_target,
             stage: self.stage.unwrap_or(Stage::Off),
             params: self.params.clone(),
             started_ms: self.started_ms,
@@ -210,6 +267,15 @@ pub enum EvacuationMsg {
     ),
     Stop(RpcReplyPort<Result<EvacuationStatus, String>>),
     Status(RpcReplyPort<EvacuationStatus>),
+    /// This node's part of a rebalance (see [`Job::Rebalance`]).
+    StartPart(
+        Job,
+        EvacuationParams,
+        RpcReplyPort<Result<EvacuationStatus, String>>,
+    ),
+    /// Stop the rebalance part ordered by this coordinator, if one runs
+    /// (an evacuation is left alone).
+    StopPart(String, RpcReplyPort<Result<EvacuationStatus, String>>),
 }
 
 // Local-only (ractor's `cluster` feature: see the workspace Cargo.toml).
@@ -265,10 +331,15 @@ impl EvacuatorState {
         }
     }
 
-    fn begin(&mut self, record: StoredEvacuation, resumed: bool) {
+    fn running(&self) -> bool {
+        self.task.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    fn begin(&mut self, job: Job, record: StoredEvacuation, resumed: bool) {
         {
             let mut p = self.shared.evacuation.lock();
             *p = Progress {
+                job: Some(job.clone()),
                 stage: Some(if resumed || record.params.wait_health_check_secs == 0 {
                     Stage::EvictingConnections
                 } else {
@@ -289,7 +360,26 @@ impl EvacuatorState {
             .overload
             .set_evacuation(door, record.params.server_reference());
         let shared = self.shared.clone();
-        self.task = Some(tokio::spawn(run(shared, record.params, resumed)));
+        self.task = Some(tokio::spawn(run(shared, job, record.params, resumed)));
+    }
+
+    /// Why another run cannot start now.
+    fn busy(&self) -> Option<String> {
+        if !self.running() {
+            return None;
+        }
+        let s = self.status();
+        Some(match s.job.as_str() {
+            "rebalance" => format!(
+                "this node is taking part in a rebalance coordinated by {} ({}); stop it there first",
+                s.coordinator,
+                s.stage.as_str()
+            ),
+            _ => format!(
+                "an evacuation of this node is already running ({}); stop it first",
+                s.stage.as_str()
+            ),
+        })
     }
 
     fn end(&mut self) {
@@ -316,7 +406,7 @@ impl Actor for Evacuator {
         };
         if let Some(record) = st.load() {
             info!(started_ms = record.started_ms, "evacuation_resumed");
-            st.begin(record, true);
+            st.begin(Job::Evacuation, record, true);
         }
         Ok(st)
     }
@@ -343,12 +433,8 @@ impl Actor for Evacuator {
                 let _ = reply.send(st.status());
             }
             EvacuationMsg::Start(params, reply) => {
-                if st.task.is_some() {
-                    let s = st.status();
-                    let _ = reply.send(Err(format!(
-                        "an evacuation of this node is already running ({}); stop it first",
-                        s.stage.as_str()
-                    )));
+                if let Some(busy) = st.busy() {
+                    let _ = reply.send(Err(busy));
                     return Ok(());
                 }
                 let record = StoredEvacuation {
@@ -360,11 +446,48 @@ impl Actor for Evacuator {
                     return Ok(());
                 }
                 info!(params = ?record.params, "evacuation_started");
-                st.begin(record, false);
+                st.begin(Job::Evacuation, record, false);
                 let _ = reply.send(Ok(st.status()));
             }
+            EvacuationMsg::StartPart(job, params, reply) => {
+                if let Some(busy) = st.busy() {
+                    let _ = reply.send(Err(busy));
+                    return Ok(());
+                }
+                info!(?job, params = ?params, "rebalance_part_started");
+                let record = StoredEvacuation {
+                    params,
+                    started_ms: unix_ms(),
+                };
+                st.begin(job, record, false);
+                let _ = reply.send(Ok(st.status()));
+            }
+            EvacuationMsg::StopPart(coordinator, reply) => {
+                let mine = matches!(
+                    &st.shared.evacuation.lock().job,
+                    Some(Job::Rebalance { coordinator: c, .. }) if *c == coordinator
+                );
+                if !mine {
+                    let _ = reply.send(Err(format!(
+                        "no rebalance part ordered by {coordinator} runs here"
+                    )));
+                    return Ok(());
+                }
+                st.end();
+                st.shared.ctx.overload.set_evacuation(Door::Off, None);
+                let status = st.status();
+                info!(
+                    connections_evicted = status.connections_evicted,
+                    sessions_migrated = status.sessions_migrated,
+                    "rebalance_part_stopped"
+                );
+                *st.shared.evacuation.lock() = Progress::default();
+                let _ = reply.send(Ok(status));
+            }
             EvacuationMsg::Stop(reply) => {
-                if st.task.is_none() {
+                let evacuating =
+                    st.running() && st.shared.evacuation.lock().job == Some(Job::Evacuation);
+                if !evacuating {
                     let _ = reply.send(Err("no evacuation of this node is running".into()));
                     return Ok(());
                 }
@@ -467,10 +590,12 @@ async fn count(shared: &ClusterShared) -> Option<(Vec<ClientId>, Vec<ClientId>)>
     }
 }
 
-async fn run(shared: Arc<ClusterShared>, params: EvacuationParams, resumed: bool) {
+async fn run(shared: Arc<ClusterShared>, job: Job, params: EvacuationParams, resumed: bool) {
     let reference = params.server_reference();
+    let (conn_target, sess_target) = job.targets();
     if !resumed && params.wait_health_check_secs > 0 {
         info!(
+            job = job.name(),
             secs = params.wait_health_check_secs,
             "evacuation_waiting_health_check"
         );
@@ -481,20 +606,33 @@ async fn run(shared: Arc<ClusterShared>, params: EvacuationParams, resumed: bool
         .overload
         .set_evacuation(Door::Refusing, reference.clone());
     set(&shared, |p| p.stage = Some(Stage::EvictingConnections));
-    info!(server_reference = ?reference, "evacuation_refusing_connections");
-    evict_connections(&shared, params.conn_evict_rate).await;
+    info!(job = job.name(), server_reference = ?reference, "evacuation_refusing_connections");
+    evict_connections(&shared, params.conn_evict_rate, conn_target).await;
 
     set(&shared, |p| p.stage = Some(Stage::WaitingTakeover));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(params.wait_takeover_secs);
     while tokio::time::Instant::now() < deadline {
-        if count(&shared).await.is_some_and(|(_, all)| all.is_empty()) {
+        if count(&shared)
+            .await
+            .is_some_and(|(_, all)| all.len() as u64 <= sess_target)
+        {
             break;
         }
         tokio::time::sleep(POLL).await;
     }
+    if job != Job::Evacuation {
+        // A rebalance part moves only offline sessions: the clients still
+        // connected here are the ones it keeps.
+        set(&shared, |p| p.stage = Some(Stage::EvictingSessions));
+        evict_sessions(&shared, &params, sess_target, true).await;
+        shared.ctx.overload.set_evacuation(Door::Off, None);
+        set(&shared, |p| p.stage = Some(Stage::Done));
+        info!(job = job.name(), "rebalance_part_done");
+        return;
+    }
     loop {
         set(&shared, |p| p.stage = Some(Stage::EvictingSessions));
-        evict_sessions(&shared, &params).await;
+        evict_sessions(&shared, &params, 0, false).await;
         set(&shared, |p| p.stage = Some(Stage::Done));
         info!("evacuation_done");
         // Done until stopped; a session that comes back (a move its peer
@@ -508,8 +646,8 @@ async fn run(shared: Arc<ClusterShared>, params: EvacuationParams, resumed: bool
     }
 }
 
-/// Disconnect every connected client (0x9C), paced, until none is left.
-async fn evict_connections(shared: &ClusterShared, rate: u32) {
+/// Disconnect connected clients (0x9C), paced, until `target` are left.
+async fn evict_connections(shared: &ClusterShared, rate: u32, target: u64) {
     let mut pacer = Pacer::new(rate);
     let mut kicked: HashMap<ClientId, Instant> = HashMap::new();
     loop {
@@ -517,15 +655,21 @@ async fn evict_connections(shared: &ClusterShared, rate: u32) {
             tokio::time::sleep(POLL).await;
             continue;
         };
-        if connected.is_empty() {
+        let excess = (connected.len() as u64).saturating_sub(target);
+        if excess == 0 {
             return;
         }
         let now = Instant::now();
         kicked.retain(|_, at| now.duration_since(*at) < KICK_AGAIN_AFTER);
-        for client in connected {
-            if kicked.contains_key(&client) {
-                continue;
-            }
+        // Kicked ones still listed count against the excess: they are
+        // closing.
+        let closing = connected.iter().filter(|c| kicked.contains_key(*c)).count() as u64;
+        let fresh: Vec<ClientId> = connected
+            .into_iter()
+            .filter(|c| !kicked.contains_key(c))
+            .take(excess.saturating_sub(closing) as usize)
+            .collect();
+        for client in fresh {
             pacer.wait().await;
             if kick(shared, &client).await {
                 Counters::inc(&shared.counters.evacuation_connections_evicted);
@@ -560,16 +704,30 @@ fn targets(shared: &ClusterShared, migrate_to: &[String]) -> Vec<String> {
     up
 }
 
-/// Move every session left to the targets, paced, until none is left.
-async fn evict_sessions(shared: &Arc<ClusterShared>, params: &EvacuationParams) {
+/// Move sessions to the targets, paced, until `target` are left here;
+/// only offline ones with `offline_only` (a rebalance part: it ends when
+/// none is left to move).
+async fn evict_sessions(
+    shared: &Arc<ClusterShared>,
+    params: &EvacuationParams,
+    target: u64,
+    offline_only: bool,
+) {
     let mut pacer = Pacer::new(params.sess_evict_rate);
     let mut next = 0usize;
     loop {
-        let Some((_, all)) = count(shared).await else {
+        let Some((connected, all)) = count(shared).await else {
             tokio::time::sleep(POLL).await;
             continue;
         };
-        if all.is_empty() {
+        let excess = (all.len() as u64).saturating_sub(target);
+        let movable: Vec<ClientId> = if offline_only {
+            let online: std::collections::HashSet<ClientId> = connected.into_iter().collect();
+            all.into_iter().filter(|c| !online.contains(c)).collect()
+        } else {
+            all
+        };
+        if excess == 0 || movable.is_empty() {
             return;
         }
         let to = targets(shared, &params.migrate_to);
@@ -586,11 +744,16 @@ async fn evict_sessions(shared: &Arc<ClusterShared>, params: &EvacuationParams) 
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
-        for client in all {
+        for client in movable.into_iter().take(excess as usize) {
             pacer.wait().await;
             let peer = &to[next % to.len()];
             next = next.wrapping_add(1);
-            match takeover::move_session(shared, client.as_str(), peer, "evacuation").await {
+            let why = if offline_only {
+                "rebalance"
+            } else {
+                "evacuation"
+            };
+            match takeover::move_session(shared, client.as_str(), peer, why).await {
                 SessionMove::Sent(_) => {
                     Counters::inc(&shared.counters.evacuation_sessions_migrated);
                     set(shared, |p| {

@@ -22,6 +22,7 @@ pub mod forward;
 pub mod heal;
 pub mod membership;
 pub mod partition;
+pub mod rebalance;
 pub mod settings;
 pub mod shared;
 pub mod takeover;

@@ -98,6 +98,8 @@ pub struct ClusterShared {
     /// The running evacuation's progress (`crate::evacuation`).
     pub evacuation: parking_lot::Mutex<crate::evacuation::Progress>,
     pub evacuator: RwLock<Option<ActorRef<crate::evacuation::EvacuationMsg>>>,
+    /// The rebalance this node coordinates (`crate::rebalance`).
+    pub rebalance: parking_lot::Mutex<Option<crate::rebalance::RebalanceRun>>,
 }
 
 impl ClusterShared {
@@ -127,6 +129,7 @@ impl ClusterShared {
             received_moves: parking_lot::Mutex::new(std::collections::HashMap::new()),
             evacuation: parking_lot::Mutex::new(Default::default()),
             evacuator: RwLock::new(None),
+            rebalance: parking_lot::Mutex::new(None),
         })
     }
 
@@ -318,7 +321,39 @@ impl Cluster {
     }
 }
 
-/// Why an evacuation could not be started or stopped.
+impl Cluster {
+    /// Plan and start a rebalance coordinated by this node.
+    pub async fn rebalance_start(
+        &self,
+        params: crate::rebalance::RebalanceParams,
+    ) -> Result<crate::rebalance::RebalanceStatus, EvacuationError> {
+        crate::rebalance::start(&self.0, params).await
+    }
+
+    pub async fn rebalance_stop(
+        &self,
+    ) -> Result<crate::rebalance::RebalanceStatus, EvacuationError> {
+        crate::rebalance::stop(&self.0).await
+    }
+
+    /// The rebalance this node coordinates (stage `off` when none).
+    pub async fn rebalance_status(&self) -> crate::rebalance::RebalanceStatus {
+        match crate::rebalance::status(&self.0).await {
+            Some(s) => s,
+            None => crate::rebalance::RebalanceStatus {
+                coordinator: self.0.settings.node_name.clone(),
+                stage: "off".into(),
+                started_ms: 0,
+                params: None,
+                plan: None,
+                donors: Vec::new(),
+                silent: Vec::new(),
+            },
+        }
+    }
+}
+
+/// Why an evacuation or a rebalance could not be started or stopped.
 #[derive(Debug)]
 pub enum EvacuationError {
     /// Bad parameters (400).

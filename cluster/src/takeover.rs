@@ -124,6 +124,18 @@ pub enum TakeoverWire {
         count: u32,
         bytes: Vec<u8>,
     },
+    /// A rebalance coordinator (the sender) asks the receiver
+    /// ([`crate::rebalance`]).
+    Rebalance {
+        id: u64,
+        from: String,
+        ask: crate::rebalance::RebalanceAsk,
+    },
+    RebalanceAnswer {
+        id: u64,
+        from: String,
+        answer: Result<crate::rebalance::RebalanceAnswer, String>,
+    },
 }
 
 /// Largest takeover message sent at once; a larger one (a session handed
@@ -868,6 +880,38 @@ pub async fn remote_clients(shared: &Arc<ClusterShared>, pattern: Option<String>
     }
 }
 
+/// Ask `peers` for a rebalance (see [`crate::rebalance`]): their answers,
+/// and the peers that did not answer within `limit` (or are not up).
+pub async fn ask_rebalance(
+    shared: &ClusterShared,
+    peers: &[String],
+    ask: crate::rebalance::RebalanceAsk,
+    limit: Duration,
+) -> (
+    Vec<(String, Result<crate::rebalance::RebalanceAnswer, String>)>,
+    Vec<String>,
+) {
+    let mut unreachable = Vec::new();
+    let mut targets = Vec::new();
+    for p in peers {
+        match remote_takeover(shared, p) {
+            Some(r) => targets.push((p.clone(), r)),
+            None => unreachable.push(p.clone()),
+        }
+    }
+    let me = shared.settings.node_name.clone();
+    let got = ask_peers(shared, targets, &shared.takeovers.rebalances, limit, |id| {
+        TakeoverWire::Rebalance {
+            id,
+            from: me.clone(),
+            ask: ask.clone(),
+        }
+    })
+    .await;
+    unreachable.extend(got.silent);
+    (got.answers, unreachable)
+}
+
 /// Up peers with their takeover actor.
 fn up_peers(shared: &ClusterShared) -> Vec<(String, ActorRef<TakeoverMsg>)> {
     shared
@@ -1043,6 +1087,7 @@ pub struct Takeovers {
     takeovers: Gatherings<HandOverOutcome>,
     lists: Gatherings<Vec<ClientRow>>,
     flushes: Gatherings<()>,
+    rebalances: Gatherings<Result<crate::rebalance::RebalanceAnswer, String>>,
     /// Sessions that moved here from a peer, and from here to a peer.
     pub moved_in: AtomicU64,
     pub moved_out: AtomicU64,
@@ -1240,6 +1285,24 @@ impl Actor for Takeover {
             }
             TakeoverWire::Clients { id, from, clients } => {
                 let _ = shared.takeovers.lists.answer(id, &from, clients);
+            }
+            TakeoverWire::RebalanceAnswer { id, from, answer } => {
+                let _ = shared.takeovers.rebalances.answer(id, &from, answer);
+            }
+            TakeoverWire::Rebalance { id, from, ask } => {
+                // Off this actor: a load count asks every session.
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let answer = crate::rebalance::answer(&shared, &from, ask).await;
+                    let reply = TakeoverWire::RebalanceAnswer {
+                        id,
+                        from: shared.settings.node_name.clone(),
+                        answer,
+                    };
+                    if let Some(r) = remote_takeover(&shared, &from) {
+                        let _ = send_wire(&shared, &r, reply);
+                    }
+                });
             }
             TakeoverWire::Retained { from, messages } => {
                 let (now, now_ms) = (std::time::Instant::now(), roost_actors::broker::unix_ms());

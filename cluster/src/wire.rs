@@ -35,7 +35,10 @@ pub const DATA_GROUP: &str = "roost.cluster.data";
 ///
 /// 5: `TakeoverWire::Piece` (a takeover message over 32 KiB goes in
 /// pieces), which a version 4 peer cannot read.
-pub const WIRE_VERSION: u8 = 5;
+///
+/// 6: `TakeoverWire::Rebalance` and `RebalanceAnswer` (a rebalance
+/// coordinator's orders to the donors).
+pub const WIRE_VERSION: u8 = 6;
 
 /// Membership, heartbeat and route replication.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

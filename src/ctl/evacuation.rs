@@ -124,6 +124,29 @@ pub fn status(s: &EvacuationStatus) -> String {
     if !s.note.is_empty() {
         rows.push(("note", s.note.clone()));
     }
+    if s.job == "rebalance" {
+        rows.insert(
+            1,
+            (
+                "targets",
+                format!(
+                    "{} connections, {} sessions",
+                    s.connections_target, s.sessions_target
+                ),
+            ),
+        );
+        let what = if s.stage == Stage::Done {
+            "took part in"
+        } else {
+            "takes part in"
+        };
+        return format!(
+            "node {}: {what} a rebalance coordinated by {}\n{}",
+            s.node,
+            s.coordinator,
+            render::pairs(&rows)
+        );
+    }
     if s.stage == Stage::Done {
         rows.push((
             "next",

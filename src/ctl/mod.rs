@@ -24,6 +24,7 @@
 mod client;
 pub mod cluster;
 pub mod evacuation;
+pub mod rebalance;
 pub mod render;
 
 use std::path::PathBuf;
@@ -76,6 +77,9 @@ pub enum CtlCommand {
     /// Node evacuation: empty this node of clients and sessions (start, stop, status).
     #[command(subcommand)]
     Evacuation(evacuation::EvacuationCmd),
+    /// Cluster load rebalancing: move clients and sessions from busy nodes to idle ones.
+    #[command(subcommand)]
+    Rebalance(rebalance::RebalanceCmd),
     /// Clients (sessions, online and offline).
     #[command(subcommand)]
     Clients(ClientsCmd),
@@ -218,6 +222,7 @@ pub fn run(args: &CtlArgs) -> Result<String, CtlError> {
         CtlCommand::Status => out.show(client.get("/api/v1/status")?, render::status),
         CtlCommand::Cluster(cmd) => cluster::run(&client, &out, cmd),
         CtlCommand::Evacuation(cmd) => evacuation::run(&client, &out, cmd),
+        CtlCommand::Rebalance(cmd) => rebalance::run(&client, &out, cmd),
         CtlCommand::Clients(cmd) => clients(&client, &out, cmd),
         CtlCommand::Subscriptions(SubscriptionsCmd::List { client: id }) => {
             let path = match id {

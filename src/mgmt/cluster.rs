@@ -1,11 +1,13 @@
 //! `/api/v1/cluster...`: membership (issue #4), for `roost ctl cluster`;
-//! `/api/v1/evacuation`: node evacuation, for `roost ctl evacuation`.
+//! `/api/v1/evacuation`: node evacuation, for `roost ctl evacuation`;
+//! `/api/v1/rebalance`: cluster load rebalancing, for `roost ctl rebalance`.
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use roost_cluster::evacuation::{EvacuationParams, EvacuationStatus};
+use roost_cluster::rebalance::{RebalanceParams, RebalanceStatus};
 use roost_cluster::shared::EvacuationError;
 use roost_cluster::{Cluster, ClusterStatus};
 use serde::{Deserialize, Serialize};
@@ -166,4 +168,66 @@ pub async fn evacuation_stop(State(app): State<AppState>) -> ApiResult<Evacuatio
         .await
         .map(Json)
         .map_err(evacuation_error)
+}
+
+/// `POST /api/v1/rebalance`: every field may be left out (EMQX's
+/// defaults); unknown fields are refused.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RebalanceRequest {
+    pub nodes: Option<Vec<String>>,
+    pub conn_evict_rate: Option<u32>,
+    pub sess_evict_rate: Option<u32>,
+    pub abs_conn_threshold: Option<u64>,
+    pub rel_conn_threshold: Option<f64>,
+    pub abs_sess_threshold: Option<u64>,
+    pub rel_sess_threshold: Option<f64>,
+    /// Seconds.
+    pub wait_health_check: Option<u64>,
+    /// Seconds.
+    pub wait_takeover: Option<u64>,
+}
+
+impl RebalanceRequest {
+    fn params(self) -> RebalanceParams {
+        let d = RebalanceParams::default();
+        RebalanceParams {
+            nodes: self.nodes.unwrap_or_default(),
+            conn_evict_rate: self.conn_evict_rate.unwrap_or(d.conn_evict_rate),
+            sess_evict_rate: self.sess_evict_rate.unwrap_or(d.sess_evict_rate),
+            abs_conn_threshold: self.abs_conn_threshold.unwrap_or(d.abs_conn_threshold),
+            rel_conn_threshold: self.rel_conn_threshold.unwrap_or(d.rel_conn_threshold),
+            abs_sess_threshold: self.abs_sess_threshold.unwrap_or(d.abs_sess_threshold),
+            rel_sess_threshold: self.rel_sess_threshold.unwrap_or(d.rel_sess_threshold),
+            wait_health_check_secs: self.wait_health_check.unwrap_or(d.wait_health_check_secs),
+            wait_takeover_secs: self.wait_takeover.unwrap_or(d.wait_takeover_secs),
+        }
+    }
+}
+
+pub async fn rebalance_status(State(app): State<AppState>) -> ApiResult<RebalanceStatus> {
+    let c = cluster(&app)?;
+    Ok(Json(c.rebalance_status().await))
+}
+
+pub async fn rebalance_start(
+    State(app): State<AppState>,
+    body: Bytes,
+) -> ApiResult<RebalanceStatus> {
+    let req: RebalanceRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RebalanceRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?
+    };
+    let c = cluster(&app)?;
+    c.rebalance_start(req.params())
+        .await
+        .map(Json)
+        .map_err(evacuation_error)
+}
+
+pub async fn rebalance_stop(State(app): State<AppState>) -> ApiResult<RebalanceStatus> {
+    let c = cluster(&app)?;
+    c.rebalance_stop().await.map(Json).map_err(evacuation_error)
 }

@@ -54,6 +54,12 @@ pub fn router(state: AppState) -> Router {
                 .post(super::cluster::evacuation_start)
                 .delete(super::cluster::evacuation_stop),
         )
+        .route(
+            "/rebalance",
+            get(super::cluster::rebalance_status)
+                .post(super::cluster::rebalance_start)
+                .delete(super::cluster::rebalance_stop),
+        )
         .route("/tree", get(h::tree))
         .route("/restart", post(h::restart))
         .route("/log/level", get(h::log_level).put(h::set_log_level));
