@@ -25,7 +25,7 @@ use anyhow::{bail, Context, Result};
 use roost_protocol::packet::QoS;
 use serde::Serialize;
 
-use crate::history::{check, lost_stretches, Load, LoadSpec, Verdict};
+use crate::history::{check, duplicate_deliveries, lost_stretches, Load, LoadSpec, Verdict};
 use crate::nodes::{Cluster, ClusterOptions, NodeState};
 
 /// The broker's partition counters, reported when a node exposes them.
@@ -466,7 +466,8 @@ async fn run_inner(
     report.heal_counters = heal_counters(run.cluster).await;
     let history = load.finish(timing.quiet, timing.finish_limit).await;
     if opts.keep {
-        // Faults, client events and lost stretches on one time axis (the
+        // Faults, client events, lost stretches and repeated QoS 2
+        // deliveries on one time axis (the
         // load's start), for reading a failure against the node logs.
         let mut text = String::from("# faults\n");
         for f in run.faults.iter() {
@@ -482,6 +483,8 @@ async fn run_inner(
         text.push_str(&history.events_text());
         text.push_str("# acknowledged, never received\n");
         text.push_str(&lost_stretches(&history));
+        text.push_str("# QoS 2 messages received again\n");
+        text.push_str(&duplicate_deliveries(&history));
         let path = run.cluster.run_dir().join("history.txt");
         if let Err(e) = std::fs::write(&path, text) {
             eprintln!("roost-chaos: could not write {}: {e}", path.display());

@@ -196,6 +196,61 @@ pub fn lost_stretches(h: &History) -> String {
     out
 }
 
+/// Repeated QoS 2 deliveries listed in `history.txt`, per subscriber.
+const DUPLICATES_LISTED: usize = 300;
+
+/// Every repeated delivery of a QoS 2 message, per subscriber, one per
+/// line: `s4 p10 (QoS 2): #1795 sent 35.201s, first 35.210s, again
+/// 37.050s DUP`, with times since [`History::started`] (at most
+/// [`DUPLICATES_LISTED`] per subscriber, then how many more). For a kept
+/// run's `history.txt`: when each copy came, against the faults and the
+/// subscriber's reconnections.
+pub fn duplicate_deliveries(h: &History) -> String {
+    let mut out = String::new();
+    let secs = |at: std::time::Instant| at.saturating_duration_since(h.started).as_secs_f64();
+    for s in &h.subscribers {
+        let mut first: std::collections::HashMap<(u32, u64), std::time::Instant> =
+            std::collections::HashMap::new();
+        let mut listed = 0usize;
+        let mut more = 0u64;
+        for d in &s.deliveries {
+            let Some(m) = h.publishers.get(d.publisher as usize).and_then(|ph| {
+                ph.messages
+                    .get(usize::try_from(d.seq).unwrap_or(usize::MAX))
+            }) else {
+                continue;
+            };
+            if m.qos != QoS::ExactlyOnce {
+                continue;
+            }
+            let Some(&at) = first.get(&(d.publisher, d.seq)) else {
+                first.insert((d.publisher, d.seq), d.at);
+                continue;
+            };
+            if listed == DUPLICATES_LISTED {
+                more += 1;
+                continue;
+            }
+            listed += 1;
+            let _ = writeln!(
+                out,
+                "s{} p{} (QoS 2): #{} sent {:.3}s, first {:.3}s, again {:.3}s{}",
+                s.index,
+                d.publisher,
+                d.seq,
+                secs(m.sent_at),
+                secs(at),
+                secs(d.at),
+                if d.dup { " DUP" } else { "" }
+            );
+        }
+        if more > 0 {
+            let _ = writeln!(out, "s{} ... and {more} more", s.index);
+        }
+    }
+    out
+}
+
 /// Checks a history.
 pub fn check(h: &History) -> Verdict {
     let mut v = Verdict::default();
@@ -603,6 +658,23 @@ mod tests {
         // p1#2 was never acknowledged: not lost; it ends a stretch.
         assert!(lines[3].starts_with("s3 p1 (QoS 2): #1..#1 (1)"), "{text}");
         assert!(lines[4].starts_with("s3 p1 (QoS 2): #3..#3 (1)"), "{text}");
+    }
+
+    #[test]
+    fn duplicate_deliveries_list_each_repeat_of_a_qos2_message() {
+        let pubs = vec![
+            publisher(0, QoS::AtLeastOnce, 3, |_| true),
+            publisher(1, QoS::ExactlyOnce, 3, |_| true),
+        ];
+        // p0#1 twice (QoS 1: allowed, not listed), p1#2 three times.
+        let got = [(0, 0), (0, 1), (0, 1), (1, 2), (1, 0), (1, 2), (1, 2)];
+        let text = duplicate_deliveries(&history(pubs.clone(), vec![subscriber(4, &pubs, &got)]));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        for l in lines {
+            assert!(l.starts_with("s4 p1 (QoS 2): #2 sent "), "{text}");
+            assert!(l.contains(", first ") && l.contains(", again "), "{text}");
+        }
     }
 
     #[test]

@@ -65,7 +65,7 @@ pub use roost_protocol::packet::QoS;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
-pub use check::{check, lost_stretches, QosStats, Verdict};
+pub use check::{check, duplicate_deliveries, lost_stretches, QosStats, Verdict};
 pub use publisher::DRAIN_TIMEOUT;
 pub use record::{
     Delivery, Event, FinishEnd, History, MessageRecord, PublisherHistory, SubscriberHistory,
