@@ -1827,3 +1827,42 @@ async fn a_rebalance_moves_the_excess_of_a_busy_node_to_an_idle_one() {
     let (code, _, _) = s[1].ctl(&["rebalance", "stop"]);
     assert_eq!(code, 1, "nothing to stop");
 }
+
+/// A client moves a -> b -> c. What a still redirects for it goes to b,
+/// which no longer holds the session either: b sends it on along its own
+/// redirect to c, and makes no session of its own for it. Before, b kept
+/// such messages in an offline session without subscriptions, which the
+/// client resumed later (session present) and never subscribed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_redirected_to_a_node_the_session_left_follows_it_on() {
+    let s = sites(&["a", "b", "c"]);
+    let _nodes: Vec<Node> = s.iter().map(Site::spawn).collect();
+    formed(&s, Duration::from_secs(15)).await;
+    let connect = common::persistent_v5("hopper", 300);
+    let (mut on_a, _) = Raw::connect_with(s[0].mqtt, connect.clone()).await;
+    on_a.subscribe(1, "hop/#", QoS::AtLeastOnce).await;
+    routes_reach(&s[2], &s[0], 1).await;
+    let (_on_b, ack) = Raw::connect_with(s[1].mqtt, connect.clone()).await;
+    assert!(ack.session_present);
+    let (mut on_c, ack) = Raw::connect_with(s[2].mqtt, connect.clone()).await;
+    assert!(ack.session_present);
+    // Published on a, where the redirect to b still lives (10 s).
+    publish_n(&s[0], "hop/x", "m", 3).await;
+    let mut got = Vec::new();
+    while let Some(Packet::Publish(p)) = on_c.recv_within(Duration::from_secs(3)).await {
+        got.push(String::from_utf8(p.payload.to_vec()).unwrap());
+        on_c.puback(p.packet_id).await;
+    }
+    // Each once; the copy that went a -> b -> c may come after a later
+    // one routed to c directly.
+    got.sort();
+    assert_eq!(got, ["m0", "m1", "m2"], "each once");
+    within(Duration::from_secs(10), "b sent them on", || {
+        metric(&s[1], "roost_cluster_redirected_onward_total") >= 1
+    })
+    .await;
+    // Past the 5 s a redirected message waits for its session to come.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let (code, out, _) = s[1].ctl(&["--json", "clients", "show", "hopper"]);
+    assert_eq!(code, 1, "b made a session of its own for the client: {out}");
+}

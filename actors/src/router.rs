@@ -494,6 +494,20 @@ impl RouteTable {
         taken
     }
 
+    /// Where this node sends what routes here for `client` (a live
+    /// redirect: its session moved on from here), if anywhere.
+    pub fn client_redirect(&self, client: &ClientId) -> Option<Arc<dyn ClientRedirect>> {
+        if !self.has_redirects.load(Ordering::Acquire) {
+            return None;
+        }
+        let now = std::time::Instant::now();
+        self.redirects
+            .read()
+            .iter()
+            .find(|(_, c, r)| *c == client && r.live(now))
+            .map(|(_, _, r)| r.sink.clone())
+    }
+
     /// Put back what [`RouteTable::take_redirects`] took (their times as
     /// they were).
     pub fn restore_redirects(&self, taken: TakenRedirects) {

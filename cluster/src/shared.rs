@@ -47,6 +47,9 @@ pub struct ClusterCounters {
     /// moved here (delivered), and those dropped because too many waited.
     pub redirected_in: AtomicU64,
     pub redirected_dropped: AtomicU64,
+    /// Redirected messages whose session had moved on from here: sent on
+    /// along this node's own redirect.
+    pub redirected_onward: AtomicU64,
     /// Clients disconnected and sessions moved away by evacuations.
     pub evacuation_connections_evicted: AtomicU64,
     pub evacuation_sessions_migrated: AtomicU64,

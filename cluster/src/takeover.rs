@@ -520,6 +520,10 @@ async fn deliver_redirected(shared: Arc<ClusterShared>, client: String) {
                 Counters::add(&shared.counters.redirected_in, n);
                 continue;
             }
+            Ok(None) if follow_redirect(&shared, &id, &batch) => {
+                Counters::add(&shared.counters.redirected_onward, n);
+                debug!(client_id = %client, messages = n, "cluster_redirected_onward");
+            }
             Ok(None) if tokio::time::Instant::now() < deadline => {
                 // Not installed yet: put them back in front, try again.
                 {
@@ -545,6 +549,28 @@ async fn deliver_redirected(shared: Arc<ClusterShared>, client: String) {
     }
 }
 
+/// Redirected messages for `client` came here, and its session is not
+/// here: if it moved on from here (this node redirects it), they follow it
+/// there. Without that, a message redirected here just after the session
+/// left made an offline session of its own here (no subscriptions) that a
+/// reconnecting client resumed, never subscribing again.
+fn follow_redirect(shared: &ClusterShared, client: &ClientId, batch: &[QueuedMessage]) -> bool {
+    let Some(sink) = shared.ctx.routes.client_redirect(client) else {
+        return false;
+    };
+    let (now, now_ms) = (std::time::Instant::now(), roost_actors::broker::unix_ms());
+    for q in batch {
+        let msg = Arc::new(
+            q.message
+                .clone()
+                .into_message(now, now_ms)
+                .with_id(q.id.into()),
+        );
+        sink.offer_to(client, &msg, q.delivery.clone().into(), false);
+    }
+    true
+}
+
 /// Merge `handover` into this node's session of `client`, or install it as
 /// this node's session if there is none: how many messages were kept.
 async fn absorb_here(
@@ -556,7 +582,7 @@ async fn absorb_here(
         .ctx
         .registry()
         .ok_or_else(|| "the session registry is not running".to_owned())?;
-    ractor::call_t!(
+    let kept = ractor::call_t!(
         registry,
         |reply| RegistryMsg::Absorb {
             client: ClientId::new(client),
@@ -565,7 +591,12 @@ async fn absorb_here(
         },
         10_000
     )
-    .map_err(|e| e.to_string())
+    .map_err(|e| e.to_string())?;
+    // The session is here now: nothing of it is elsewhere to follow. A
+    // redirect left from when it moved away earlier would send what routes
+    // here for it to a node that no longer holds it.
+    drop(shared.ctx.routes.take_redirects(&ClientId::new(client)));
+    Ok(kept)
 }
 
 /// The record of an offline session made only to keep redirected messages

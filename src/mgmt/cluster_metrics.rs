@@ -35,6 +35,7 @@ pub struct ClusterSnapshot {
     pub merge_duplicates_skipped: u64,
     pub redirected_in: u64,
     pub redirected_dropped: u64,
+    pub redirected_onward: u64,
     /// 1 while this node is evacuated (from readiness 503 to `stop`).
     pub evacuating: bool,
     pub evacuation_connections_evicted: u64,
@@ -84,6 +85,7 @@ pub async fn snapshot(cluster: &Cluster) -> ClusterSnapshot {
         merge_duplicates_skipped: Counters::get(&shared.ctx.counters.merge_duplicates_skipped),
         redirected_in: Counters::get(&c.redirected_in),
         redirected_dropped: Counters::get(&c.redirected_dropped),
+        redirected_onward: Counters::get(&c.redirected_onward),
         evacuating: shared.ctx.overload.evacuation() != Evacuation::Off,
         evacuation_connections_evicted: Counters::get(&c.evacuation_connections_evicted),
         evacuation_sessions_migrated: Counters::get(&c.evacuation_sessions_migrated),
@@ -224,6 +226,11 @@ pub fn register(r: &mut Registry, s: &ClusterSnapshot) {
             "cluster_redirected_dropped",
             "Such messages dropped because too many waited for the session to be installed here",
             s.redirected_dropped,
+        ),
+        (
+            "cluster_redirected_onward",
+            "Such messages whose session had moved on from here, sent on along this node's own redirect",
+            s.redirected_onward,
         ),
     ] {
         r.register(name, help, ConstCounter::new(v));
