@@ -879,3 +879,55 @@ async fn byte_and_per_qos_publish_counters_are_exact() {
     assert_eq!(m["roost_bytes_sent_total"], received, "{m:?}");
     b.stop().await;
 }
+
+/// `/api/v1/evacuation` and `/api/v1/rebalance` on a node alone: wrong
+/// bodies are refused with the reason and start nothing; a rebalance
+/// needs a second node.
+#[tokio::test]
+async fn evacuation_and_rebalance_refuse_wrong_requests_with_the_reason() {
+    let b = Broker::start().await;
+    let api = Api::of(&b).await;
+    let (status, msg) = api
+        .error(
+            "POST",
+            "/api/v1/evacuation",
+            Some(serde_json::json!({ "conn_evict_rat": 5 })),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(msg.contains("conn_evict_rat"), "{msg}");
+    let (status, msg) = api
+        .error(
+            "POST",
+            "/api/v1/evacuation",
+            Some(serde_json::json!({ "sess_evict_rate": 0 })),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(msg.contains("at least 1"), "{msg}");
+    let status: Value = api.get("/api/v1/evacuation").await;
+    assert_eq!(status["stage"], "off");
+    assert_eq!(api.error("DELETE", "/api/v1/evacuation", None).await.0, 409);
+
+    let (status, msg) = api.error("POST", "/api/v1/evacuation", None).await;
+    assert_eq!(status, 400, "not JSON");
+    assert!(msg.contains("invalid request body"), "{msg}");
+    let (status, msg) = api
+        .error("POST", "/api/v1/rebalance", Some(json!({})))
+        .await;
+    assert_eq!(status, 400);
+    assert!(msg.contains("at least two"), "{msg}");
+    let (status, msg) = api
+        .error(
+            "POST",
+            "/api/v1/rebalance",
+            Some(serde_json::json!({ "rel_conn_threshold": 0.5 })),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(msg.contains("rel_conn_threshold"), "{msg}");
+    let status: Value = api.get("/api/v1/rebalance").await;
+    assert_eq!(status["stage"], "off");
+    assert_eq!(api.error("DELETE", "/api/v1/rebalance", None).await.0, 409);
+    b.stop().await;
+}

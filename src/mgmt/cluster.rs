@@ -137,6 +137,16 @@ fn evacuation_error(e: EvacuationError) -> ApiError {
     }
 }
 
+/// A JSON body whose fields are all optional: an empty body is the
+/// defaults.
+fn optional_body<T: Default + serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
+}
+
 pub async fn evacuation_status(State(app): State<AppState>) -> ApiResult<EvacuationStatus> {
     let c = cluster(&app)?;
     c.evacuation_status()
@@ -149,12 +159,7 @@ pub async fn evacuation_start(
     State(app): State<AppState>,
     body: Bytes,
 ) -> ApiResult<EvacuationStatus> {
-    let req: EvacuationRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        EvacuationRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?
-    };
+    let req: EvacuationRequest = optional_body(&body)?;
     let c = cluster(&app)?;
     c.evacuation_start(req.params())
         .await
@@ -214,12 +219,7 @@ pub async fn rebalance_start(
     State(app): State<AppState>,
     body: Bytes,
 ) -> ApiResult<RebalanceStatus> {
-    let req: RebalanceRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        RebalanceRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?
-    };
+    let req: RebalanceRequest = optional_body(&body)?;
     let c = cluster(&app)?;
     c.rebalance_start(req.params())
         .await
