@@ -590,6 +590,16 @@ async fn count(shared: &ClusterShared) -> Option<(Vec<ClientId>, Vec<ClientId>)>
     }
 }
 
+/// The number of sessions here (the registry's count: one message, where
+/// listing them asks every session), noted as what is left; `None` if the
+/// registry does not answer.
+async fn session_count(shared: &ClusterShared) -> Option<u64> {
+    let registry = shared.ctx.registry()?;
+    let n = ractor::call_t!(registry, RegistryMsg::Count, 2_000).ok()? as u64;
+    set(shared, |p| p.sessions_left = n);
+    Some(n)
+}
+
 async fn run(shared: Arc<ClusterShared>, job: Job, params: EvacuationParams, resumed: bool) {
     let reference = params.server_reference();
     let (conn_target, sess_target) = job.targets();
@@ -612,9 +622,9 @@ async fn run(shared: Arc<ClusterShared>, job: Job, params: EvacuationParams, res
     set(&shared, |p| p.stage = Some(Stage::WaitingTakeover));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(params.wait_takeover_secs);
     while tokio::time::Instant::now() < deadline {
-        if count(&shared)
+        if session_count(&shared)
             .await
-            .is_some_and(|(_, all)| all.len() as u64 <= sess_target)
+            .is_some_and(|n| n <= sess_target)
         {
             break;
         }
@@ -639,7 +649,7 @@ async fn run(shared: Arc<ClusterShared>, job: Job, params: EvacuationParams, res
         // never confirmed is taken back) goes again.
         loop {
             tokio::time::sleep(DONE_POLL).await;
-            if count(&shared).await.is_some_and(|(_, all)| !all.is_empty()) {
+            if session_count(&shared).await.is_some_and(|n| n > 0) {
                 break;
             }
         }
