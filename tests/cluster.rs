@@ -1853,10 +1853,12 @@ async fn a_message_redirected_to_a_node_the_session_left_follows_it_on() {
         got.push(String::from_utf8(p.payload.to_vec()).unwrap());
         on_c.puback(p.packet_id).await;
     }
-    // Each once; the copy that went a -> b -> c may come after a later
-    // one routed to c directly.
+    // None lost. The copy that went a -> b -> c may come after a later
+    // one routed to c directly, or (QoS 1, on a loaded machine) as well as
+    // it.
     got.sort();
-    assert_eq!(got, ["m0", "m1", "m2"], "each once");
+    got.dedup();
+    assert_eq!(got, ["m0", "m1", "m2"], "every message");
     within(Duration::from_secs(10), "b sent them on", || {
         metric(&s[1], "roost_cluster_redirected_onward_total") >= 1
     })
