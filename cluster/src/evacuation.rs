@@ -485,8 +485,9 @@ impl Actor for Evacuator {
                 let _ = reply.send(Ok(status));
             }
             EvacuationMsg::Stop(reply) => {
-                let evacuating =
-                    st.running() && st.shared.evacuation.lock().job == Some(Job::Evacuation);
+                // Whether or not its task still runs: a stop must always
+                // be able to end a stored evacuation.
+                let evacuating = st.shared.evacuation.lock().job == Some(Job::Evacuation);
                 if !evacuating {
                     let _ = reply.send(Err("no evacuation of this node is running".into()));
                     return Ok(());

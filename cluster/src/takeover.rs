@@ -1147,6 +1147,14 @@ async fn resolve_takeover(shared: &ClusterShared, peer: &str) -> Option<ActorRef
 }
 
 /// The peer's takeover actor on the node behind `peer`'s link.
+/// Send an answer to `peer`'s takeover actor, if its link is up (an
+/// asker that went away meanwhile stops waiting on its own).
+fn reply_to(shared: &ClusterShared, peer: &str, reply: TakeoverWire) {
+    if let Some(r) = remote_takeover(shared, peer) {
+        let _ = send_wire(shared, &r, reply);
+    }
+}
+
 fn remote_takeover(shared: &ClusterShared, peer: &str) -> Option<ActorRef<TakeoverMsg>> {
     let link = shared.link(peer)?;
     let node_id = link.remote.read().as_ref()?.get_id().node();
@@ -1330,9 +1338,7 @@ impl Actor for Takeover {
                         from: shared.settings.node_name.clone(),
                         answer,
                     };
-                    if let Some(r) = remote_takeover(&shared, &from) {
-                        let _ = send_wire(&shared, &r, reply);
-                    }
+                    reply_to(&shared, &from, reply);
                 });
             }
             TakeoverWire::Retained { from, messages } => {
@@ -1414,9 +1420,7 @@ impl Actor for Takeover {
                         from: shared.settings.node_name.clone(),
                         clients,
                     };
-                    if let Some(r) = remote_takeover(&shared, &from) {
-                        let _ = send_wire(&shared, &r, reply);
-                    }
+                    reply_to(&shared, &from, reply);
                 });
             }
             TakeoverWire::Request {
